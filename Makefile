@@ -1,0 +1,56 @@
+# AgentWatch — `make run` (demo server) and `make test` (the whole suite) do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint migrate up web worker beat bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py seed_demo
+	@echo "Serving AgentWatch on http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py makemigrations --check --dry-run --verbosity 1
+
+# Runs on the configuration the environment selects: embedded by default; PostgreSQL + Redis with a real
+# Celery worker when DATABASE_URL and REDIS_URL are set (see .ci/run). PYTEST_ARGS narrows it.
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Production process set (needs DATABASE_URL and REDIS_URL): gunicorn, a Celery worker and Celery beat.
+up: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(VENV)/bin/honcho start -f Procfile
+
+web: install
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py agentwatch_site.wsgi
+
+worker: install
+	$(VENV)/bin/celery -A agentwatch_site worker --loglevel=INFO
+
+beat: install
+	$(VENV)/bin/celery -A agentwatch_site beat --loglevel=INFO --schedule var/celerybeat-schedule
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var test-artifacts

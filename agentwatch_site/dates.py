@@ -1,0 +1,36 @@
+"""Time helpers. Everything is aware UTC; a tenant's days and months are taken in its time zone (UTC default)."""
+
+import datetime
+import zoneinfo
+
+from django.utils import timezone
+
+
+def tenant_zone(tenant) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(tenant.timezone or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def tenant_day(tenant, moment: datetime.datetime) -> datetime.date:
+    return moment.astimezone(tenant_zone(tenant)).date()
+
+
+def month_start(day: datetime.date) -> datetime.date:
+    return day.replace(day=1)
+
+
+def next_month_start(day: datetime.date) -> datetime.date:
+    first = day.replace(day=1)
+    return (first + datetime.timedelta(days=32)).replace(day=1)
+
+
+def tenant_month_days(tenant, moment: datetime.datetime | None = None) -> tuple[datetime.date, datetime.date]:
+    """[first day, first day of next month) of the tenant's calendar month containing `moment` (default now)."""
+    today = tenant_day(tenant, moment or timezone.now())
+    return month_start(today), next_month_start(today)
+
+
+def hour_floor(moment: datetime.datetime) -> datetime.datetime:
+    return moment.astimezone(datetime.UTC).replace(minute=0, second=0, microsecond=0)

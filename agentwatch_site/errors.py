@@ -1,0 +1,178 @@
+"""The one error envelope of the API: {"error": {"type", "code", "message", ["fields"], "request_id"}}.
+
+Services raise ApiError (or a subclass); only this module turns errors into responses.
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+from agentwatch_site.logging import request_id_var
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 type: str | None = None, fields: dict | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.fields = fields
+        self.headers = headers or {}
+
+
+class InvalidRequest(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+
+
+def error_body(*, type: str, code: str, message: str, fields: dict | None = None) -> dict:
+    error = {"type": type, "code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    error["request_id"] = request_id_var.get()
+    return {"error": error}
+
+
+def json_error(*, status: int, type: str, code: str, message: str, fields: dict | None = None,
+               headers: dict | None = None) -> JsonResponse:
+    response = JsonResponse(error_body(type=type, code=code, message=message, fields=fields), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _flatten_fields(detail, prefix: str = "") -> dict[str, list[str]]:
+    """Turn DRF's nested error detail into {"events[3].prompt_tokens": ["..."]}."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                path = prefix or "non_field_errors"
+            elif isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(_flatten_fields(value, path))
+    elif isinstance(detail, list):
+        if detail and all(not isinstance(item, (dict, list)) for item in detail):
+            flat.setdefault(prefix or "non_field_errors", []).extend(str(item) for item in detail)
+        else:
+            for index, item in enumerate(detail):
+                if item:
+                    flat.update(_flatten_fields(item, f"{prefix}[{index}]"))
+    else:
+        flat.setdefault(prefix or "non_field_errors", []).append(str(detail))
+    return flat
+
+
+def validation_error(fields: dict[str, list[str]]) -> ApiError:
+    first_path, first_messages = next(iter(fields.items()))
+    message = f"Invalid request: {first_path}: {first_messages[0]}"
+    if len(fields) > 1:
+        message += f" (and {len(fields) - 1} more field error{'s' if len(fields) > 2 else ''})"
+    return InvalidRequest(message, code="validation_error", fields=fields)
+
+
+def _from_drf(exc: drf_exceptions.APIException) -> ApiError:
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return validation_error(_flatten_fields(exc.detail) or {"non_field_errors": ["Invalid input."]})
+    if isinstance(exc, drf_exceptions.ParseError):
+        return InvalidRequest(f"Malformed request body: {exc.detail}", code="invalid_json")
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        return ApiError(str(exc.detail) + " Send Content-Type: application/json.", code="unsupported_media_type",
+                        status=415)
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        return ApiError(str(exc.detail), code="method_not_allowed", status=405)
+    if isinstance(exc, drf_exceptions.NotAcceptable):
+        return ApiError(str(exc.detail), code="not_acceptable", status=406)
+    if isinstance(exc, drf_exceptions.NotFound):
+        return NotFound(str(exc.detail))
+    if isinstance(exc, drf_exceptions.Throttled):
+        return RateLimited(str(exc.detail), retry_after=int(exc.wait or 60))
+    if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "invalid_api_key"
+        return ApiError(str(exc.detail), code=code, status=401, type="authentication_error")
+    if isinstance(exc, drf_exceptions.PermissionDenied):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "permission_denied"
+        return ApiError(str(exc.detail), code=code, status=403, type="permission_error")
+    return ApiError(str(exc.detail), code=str(exc.default_code), status=exc.status_code)
+
+
+def api_exception_handler(exc, context):
+    """DRF EXCEPTION_HANDLER: every error of every /v1 view leaves through here."""
+    if isinstance(exc, Http404):
+        exc = NotFound("Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = ApiError("You do not have permission to do this.", code="permission_denied", status=403,
+                       type="permission_error")
+    elif isinstance(exc, drf_exceptions.APIException):
+        exc = _from_drf(exc)
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        logger.error("database unavailable error=%s", type(exc).__name__)
+        exc = ServiceUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
+    elif not isinstance(exc, ApiError):
+        if isinstance(exc, DatabaseError):
+            logger.exception("database error")
+        else:
+            logger.exception("unhandled API error")
+        exc = ApiError("Internal server error; the request id identifies it in the server logs.",
+                       code="internal_error", status=500, type="api_error")
+
+    response = Response(
+        error_body(type=exc.type, code=exc.code, message=exc.message, fields=exc.fields),
+        status=exc.status,
+        headers=exc.headers,
+    )
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="agentwatch"'
+    return response
+
+
+def api_not_found(request, *args, **kwargs):
+    """Catch-all for unknown /v1 paths, so they get the envelope (and never an APPEND_SLASH redirect)."""
+    message = f"No API endpoint at {request.path}."
+    if request.path.endswith("/") and len(request.path) > 4:
+        message += " API paths have no trailing slash."
+    return json_error(status=404, type="not_found_error", code="not_found", message=message)

@@ -1,0 +1,63 @@
+import logging
+import re
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+
+from agentwatch_site.errors import json_error
+from agentwatch_site.logging import request_id_var
+
+logger = logging.getLogger(__name__)
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (logged on each line, returned in X-Request-ID and in error envelopes),
+    refuses oversized API bodies with 413 before anything reads them, and turns any exception escaping an
+    API view into the JSON envelope instead of an HTML page."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        supplied = request.headers.get("X-Request-ID", "")
+        request_id = supplied if _CLIENT_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        try:
+            if is_api_path(request.path) and self._body_too_large(request):
+                response = json_error(
+                    status=413, type="invalid_request_error", code="request_too_large",
+                    message=f"Request body exceeds {settings.INGEST_MAX_BODY_BYTES} bytes; "
+                            f"split it into smaller batches.",
+                )
+            else:
+                response = self.get_response(request)
+            response["X-Request-ID"] = request_id
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    @staticmethod
+    def _body_too_large(request) -> bool:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return False
+        return length > settings.INGEST_MAX_BODY_BYTES
+
+    def process_exception(self, request, exception):
+        if not is_api_path(request.path):
+            return None
+        if isinstance(exception, RequestDataTooBig):
+            return json_error(status=413, type="invalid_request_error", code="request_too_large",
+                              message="Request body too large.")
+        logger.exception("unhandled error outside an API view path=%s", request.path)
+        return json_error(status=500, type="api_error", code="internal_error",
+                          message="Internal server error; the request id identifies it in the server logs.")

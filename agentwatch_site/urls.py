@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from agentwatch_site import views
+from agentwatch_site.errors import api_not_found
+
+api_patterns = [
+    path("", include("tenants.api_urls")),
+    path("", include("usage.api_urls")),
+    path("", include("budgets.api_urls")),
+]
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
+    path("v1/", include(api_patterns)),
+    # Unknown /v1 paths get the JSON envelope, never an HTML page or an APPEND_SLASH redirect.
+    re_path(r"^v1(?:/.*)?$", api_not_found),
+    path("admin/", admin.site.urls),
+    path("", include("tenants.urls")),
+    path("", include("usage.urls")),
+    path("", include("budgets.urls")),
+]
+
+handler400 = "agentwatch_site.views.handler400"
+handler403 = "agentwatch_site.views.handler403"
+handler404 = "agentwatch_site.views.handler404"
+handler500 = "agentwatch_site.views.handler500"

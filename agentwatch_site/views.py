@@ -1,0 +1,92 @@
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+
+from agentwatch_site.errors import json_error
+from agentwatch_site.middleware import is_api_path
+
+logger = logging.getLogger(__name__)
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:  # any failure means "not ready"
+        logger.warning("healthz database check failed error=%s", type(exc).__name__)
+        return "unavailable"
+
+
+def _check_redis() -> str:
+    try:
+        client = cache._cache.get_client(write=True)
+        client.ping()
+        return "ok"
+    except Exception as exc:
+        logger.warning("healthz redis check failed error=%s", type(exc).__name__)
+        return "unavailable"
+
+
+@never_cache
+def healthz(request):
+    """Readiness: the database, Redis (when configured) and how far recording lags behind ingestion."""
+    from usage.selectors import ingest_lag_seconds
+
+    started = time.monotonic()
+    checks: dict[str, object] = {"database": _check_database()}
+    if settings.REDIS_URL:
+        checks["redis"] = _check_redis()
+    healthy = all(value == "ok" for value in checks.values())
+    if checks["database"] == "ok":
+        lag = ingest_lag_seconds()
+        checks["ingest_lag_seconds"] = lag
+        if lag > settings.INGEST_LAG_THRESHOLD_SECONDS:
+            checks["ingest"] = "lagging"
+            healthy = False
+        else:
+            checks["ingest"] = "ok"
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1)}
+    if not healthy:
+        body["failed"] = sorted(name for name, value in checks.items()
+                                if isinstance(value, str) and value not in ("ok",))
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+@never_cache
+def livez(request):
+    """Liveness: the process answers; no dependency is checked."""
+    return JsonResponse({"status": "ok"})
+
+
+def handler404(request, exception=None):
+    if is_api_path(request.path):
+        return json_error(status=404, type="not_found_error", code="not_found", message="Not found.")
+    return render(request, "404.html", status=404)
+
+
+def handler500(request):
+    if is_api_path(request.path):
+        return json_error(status=500, type="api_error", code="internal_error",
+                          message="Internal server error; the request id identifies it in the server logs.")
+    return render(request, "500.html", status=500)
+
+
+def handler403(request, exception=None):
+    if is_api_path(request.path):
+        return json_error(status=403, type="permission_error", code="permission_denied",
+                          message="You do not have permission to do this.")
+    return render(request, "403.html", status=403)
+
+
+def handler400(request, exception=None):
+    if is_api_path(request.path):
+        return json_error(status=400, type="invalid_request_error", code="bad_request", message="Bad request.")
+    return render(request, "400.html", status=400)

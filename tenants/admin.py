@@ -1,0 +1,63 @@
+from django.contrib import admin
+
+from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant, WebhookDelivery, WebhookEndpoint
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "cost_mode", "retention_days", "admin_rate_limit_per_minute",
+                    "telemetry_rate_limit_per_minute", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "tenant__name"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    # The hash is never shown; keys are created in the dashboard or with `createapikey`, which show them once.
+    list_display = ["name", "tenant", "prefix", "scope", "created_at", "last_used_at", "revoked_at", "expires_at"]
+    list_filter = ["scope"]
+    search_fields = ["name", "prefix", "tenant__name"]
+    fields = ["tenant", "name", "scope", "prefix", "created_by", "created_at", "last_used_at", "revoked_at",
+              "expires_at"]
+    readonly_fields = ["tenant", "prefix", "scope", "created_by", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "tenant", "created_at"]
+    search_fields = ["name", "tenant__name"]
+
+
+@admin.register(RejectedTelemetry)
+class RejectedTelemetryAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "day", "reason", "count"]
+    list_filter = ["reason"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["url", "tenant", "enabled", "failing_since", "created_at"]
+    exclude = ["secret"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["event_type", "endpoint", "status", "attempts", "response_code", "created_at"]
+    list_filter = ["status", "event_type"]

@@ -1,0 +1,65 @@
+"""Bearer API-key authentication for every /v1 endpoint. Sets request.tenant and request.api_key."""
+
+import logging
+
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from tenants.keys import KEY_PREFIX
+from tenants.selectors import api_key_by_secret
+
+logger = logging.getLogger(__name__)
+
+TOUCH_INTERVAL_SECONDS = 60
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header.strip():
+            raise exceptions.AuthenticationFailed(
+                f"Missing Authorization header. Send `Authorization: Bearer {KEY_PREFIX}…`.",
+                code="missing_authorization",
+            )
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer":
+            raise exceptions.AuthenticationFailed(
+                f"Wrong authorization scheme {scheme[:20]!r}: use `Authorization: Bearer {KEY_PREFIX}…`, "
+                f"not `Token` or another scheme.",
+                code="invalid_auth_scheme",
+            )
+        if not value.startswith("aw_"):
+            raise exceptions.AuthenticationFailed(
+                f"Malformed API key: AgentWatch keys start with `aw_` (for example `{KEY_PREFIX}…`).",
+                code="malformed_api_key",
+            )
+        key = api_key_by_secret(raw_key=value)
+        if key is None:
+            raise exceptions.AuthenticationFailed("Unknown API key.", code="invalid_api_key")
+        now = timezone.now()
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        request.tenant = key.tenant
+        request.api_key = key
+        _touch_at_most_once_a_minute(key, now)
+        return (None, key)
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="agentwatch"'
+
+
+def _touch_at_most_once_a_minute(key, now) -> None:
+    """last_used_at is written by a task, gated in the shared cache: no database write on the request path."""
+    if key.last_used_at is not None and (now - key.last_used_at).total_seconds() < TOUCH_INTERVAL_SECONDS:
+        return
+    from tenants.tasks import api_key_touch_task
+
+    try:
+        if cache.add(f"keytouch:{key.pk}", 1, timeout=TOUCH_INTERVAL_SECONDS):
+            api_key_touch_task.delay(key.pk, now.isoformat())
+    except Exception as exc:
+        logger.warning("could not schedule api key touch key_prefix=%s error=%s", key.prefix, type(exc).__name__)

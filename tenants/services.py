@@ -1,0 +1,111 @@
+import datetime
+import logging
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from agentwatch_site.errors import ApiError, InvalidRequest
+from tenants.keys import display_prefix, generate_key, hash_key
+from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant
+from tenants.selectors import team_by_name
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def tenant_create(*, name: str, slug: str | None = None) -> Tenant:
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("Tenant name must not be empty.", code="validation_error")
+    base = slugify(slug or name)[:50] or "tenant"
+    candidate, n = base, 1
+    while Tenant.objects.filter(slug=candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return Tenant.objects.create(name=name, slug=candidate)
+
+
+@transaction.atomic
+def membership_set(*, tenant: Tenant, user, role: str) -> Membership:
+    membership, _ = Membership.objects.update_or_create(tenant=tenant, user=user, defaults={"role": role})
+    return membership
+
+
+@transaction.atomic
+def user_create_owner(*, tenant: Tenant, username: str, password: str, email: str = ""):
+    User = get_user_model()
+    if User.objects.filter(username=username).exists():
+        user = User.objects.get(username=username)
+    else:
+        user = User.objects.create_user(username=username, password=password, email=email)
+    membership_set(tenant=tenant, user=user, role=Membership.Role.OWNER)
+    return user
+
+
+def api_key_create(*, tenant: Tenant, name: str, scope: str, created_by=None, created_by_key: ApiKey | None = None,
+                   expires_at: datetime.datetime | None = None) -> tuple[ApiKey, str]:
+    """Returns the key row and the full secret, which is shown once and stored nowhere."""
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("Key name must not be empty.", code="validation_error", fields={"name": ["Required."]})
+    if scope not in ApiKey.Scope.values:
+        raise InvalidRequest(f"Scope must be one of {', '.join(ApiKey.Scope.values)}.", code="validation_error",
+                             fields={"scope": ["Invalid scope."]})
+    if created_by_key is not None and created_by_key.scope == ApiKey.Scope.TELEMETRY and scope == ApiKey.Scope.ADMIN:
+        raise ApiError("A key cannot create a key with a wider scope than its own.", code="scope_escalation",
+                       status=403, type="permission_error")
+    raw = generate_key()
+    key = ApiKey.objects.create(
+        tenant=tenant, name=name, scope=scope, prefix=display_prefix(raw), key_hash=hash_key(raw),
+        created_by=created_by, created_by_key=created_by_key, expires_at=expires_at,
+    )
+    logger.info("api key created tenant=%s key_prefix=%s scope=%s", tenant.slug, key.prefix, scope)
+    return key, raw
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        key.refresh_from_db(fields=["revoked_at"])
+        logger.info("api key revoked tenant_id=%s key_prefix=%s", key.tenant_id, key.prefix)
+    return key
+
+
+def api_key_touch(*, key_id: int, used_at: datetime.datetime) -> None:
+    """Record last use; callers gate this to at most once a minute per key."""
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=used_at)
+
+
+def team_get_or_create(*, tenant: Tenant, name: str) -> tuple[Team, bool]:
+    """Teams are unique per tenant ignoring case; the first spelling seen is kept."""
+    team = team_by_name(tenant=tenant, name=name)
+    if team is not None:
+        return team, False
+    try:
+        with transaction.atomic():
+            return Team.objects.create(tenant=tenant, name=name), True
+    except IntegrityError:
+        # Another request created it between our read and write.
+        return team_by_name(tenant=tenant, name=name), False
+
+
+def rejected_telemetry_count(*, tenant: Tenant, reason: str, count: int = 1) -> None:
+    day = timezone.now().date()
+    try:
+        updated = RejectedTelemetry.objects.filter(tenant=tenant, day=day, reason=reason).update(
+            count=F("count") + count
+        )
+        if not updated:
+            try:
+                with transaction.atomic():
+                    RejectedTelemetry.objects.create(tenant=tenant, day=day, reason=reason, count=count)
+            except IntegrityError:
+                RejectedTelemetry.objects.filter(tenant=tenant, day=day, reason=reason).update(
+                    count=F("count") + count
+                )
+    except Exception:
+        # Counting what was refused must never turn the refusal into a 500.
+        logger.exception("could not count rejected telemetry tenant_id=%s reason=%s", tenant.pk, reason)

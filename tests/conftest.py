@@ -1,0 +1,205 @@
+"""Shared fixtures. The configuration under test is the one the environment selects (see README):
+embedded (SQLite, eager Celery) by default, or PostgreSQL + Redis with a real Celery worker process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+from tenants.models import ApiKey
+from tenants.services import api_key_create
+from tests.factories import TenantFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION_MODE = bool(settings.REDIS_URL)
+
+requires_production = pytest.mark.skipif(not PRODUCTION_MODE, reason="needs PostgreSQL + Redis (REDIS_URL set)")
+
+
+def clear_cache() -> None:
+    """Forget rate-limit counters and flags between tests without flushing the Celery broker's keys."""
+    if PRODUCTION_MODE:
+        client = cache._cache.get_client(write=True)
+        keys = list(client.scan_iter(match=f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    else:
+        cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    clear_cache()
+    yield
+
+
+@pytest.fixture
+def tenant(db):
+    return TenantFactory(name="Alice Org", slug="alice")
+
+
+@pytest.fixture
+def other_tenant(db):
+    return TenantFactory(name="Bob Org", slug="bob")
+
+
+def make_key(tenant, scope=ApiKey.Scope.ADMIN, name="test key") -> str:
+    _, raw = api_key_create(tenant=tenant, name=name, scope=scope)
+    return raw
+
+
+def api_client_for(raw_key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
+
+
+@pytest.fixture
+def admin_key(tenant):
+    return make_key(tenant, ApiKey.Scope.ADMIN, "admin key")
+
+
+@pytest.fixture
+def telemetry_key(tenant):
+    return make_key(tenant, ApiKey.Scope.TELEMETRY, "telemetry key")
+
+
+@pytest.fixture
+def admin_api(admin_key):
+    return api_client_for(admin_key)
+
+
+@pytest.fixture
+def telemetry_api(telemetry_key):
+    return api_client_for(telemetry_key)
+
+
+@pytest.fixture
+def other_admin_api(other_tenant):
+    return api_client_for(make_key(other_tenant, ApiKey.Scope.ADMIN, "other admin key"))
+
+
+# --- A real Celery worker process (production configuration) ----------------------------------------------
+
+def database_url_for_subprocess() -> str:
+    """The URL of the database the tests use right now (the test database), for child processes."""
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    host = cfg.get("HOST") or "127.0.0.1"
+    port = cfg.get("PORT") or 5432
+    auth = cfg.get("USER") or "postgres"
+    if cfg.get("PASSWORD"):
+        auth += f":{cfg['PASSWORD']}"
+    return f"postgres://{auth}@{host}:{port}/{cfg['NAME']}"
+
+
+def subprocess_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": database_url_for_subprocess(),
+        "DJANGO_SETTINGS_MODULE": "agentwatch_site.settings",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "*",
+        "WEBHOOK_ALLOW_PRIVATE": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, *, concurrency: int = 2, name: str = "test", env: dict | None = None):
+        self.concurrency = concurrency
+        self.name = name
+        self.env = env or subprocess_env()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = ROOT / "var" / f"celery-worker-{name}.log"
+
+    def start(self) -> "WorkerProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "agentwatch_site", "worker", "--loglevel=INFO",
+             f"--concurrency={self.concurrency}", "--pool=prefork", "-n", f"{self.name}-{os.getpid()}@%h",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.log_path.read_bytes().find(b"ready.") >= 0:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker did not start: {self.log_path.read_text()[-2000:]}")
+
+    def child_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db):
+    """A real `celery worker` against the test database and Redis (production configuration only)."""
+    if not PRODUCTION_MODE:
+        pytest.skip("the embedded configuration runs tasks eagerly in-process")
+    worker = WorkerProcess().start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def recording(request):
+    """Events get recorded the way the configuration does it: eagerly in-process (embedded), or by a real
+    worker process (production), so the test then waits for `wait_until_recorded()`."""
+    if PRODUCTION_MODE:
+        request.getfixturevalue("celery_worker_process")
+    else:
+        request.getfixturevalue("db")
+    return wait_until_recorded
+
+
+def wait_until_recorded(timeout: float = 30.0) -> None:
+    from usage.models import UsageEvent
+
+    deadline = time.monotonic() + timeout
+    while UsageEvent.objects.filter(recorded_at__isnull=True).exists():
+        if time.monotonic() > deadline:
+            pending = UsageEvent.objects.filter(recorded_at__isnull=True).count()
+            raise AssertionError(f"{pending} events still unrecorded after {timeout}s")
+        time.sleep(0.05)
+
+
+SLOW_MARKERS = ("faults", "browser", "schemathesis")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow suites run once, on the production configuration (PostgreSQL + Redis), not twice."""
+    if PRODUCTION_MODE:
+        return
+    skip = pytest.mark.skip(reason="runs on the production configuration only (set DATABASE_URL and REDIS_URL)")
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_MARKERS):
+            item.add_marker(skip)

@@ -1,0 +1,83 @@
+import threading
+
+import httpx
+import pytest
+
+from tests.conftest import requires_production
+
+
+def test_101st_admin_request_in_a_minute_gets_429_with_retry_after(tenant, admin_api, telemetry_api):
+    statuses = [admin_api.get("/v1/me").status_code for _ in range(100)]
+    assert statuses == [200] * 100
+    response = admin_api.get("/v1/me")
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 60
+    error = response.json()["error"]
+    assert error["type"] == "rate_limit_error"
+    assert "100" in error["message"]
+    # Telemetry has its own bucket.
+    ingest = telemetry_api.post("/v1/ingest", {"model": "gpt-4o", "prompt_tokens": 1}, format="json")
+    assert ingest.status_code == 202
+
+
+def test_rate_limit_is_per_tenant(tenant, admin_api, other_admin_api):
+    tenant.admin_rate_limit_per_minute = 2
+    tenant.save()
+    assert [admin_api.get("/v1/me").status_code for _ in range(3)] == [200, 200, 429]
+    assert other_admin_api.get("/v1/me").status_code == 200
+
+
+def test_zero_means_unlimited(tenant, admin_api):
+    tenant.admin_rate_limit_per_minute = 0
+    tenant.save()
+    assert all(admin_api.get("/v1/me").status_code == 200 for _ in range(120))
+
+
+def test_rate_limited_telemetry_is_counted(tenant, telemetry_api):
+    from tenants.models import RejectedTelemetry
+
+    tenant.telemetry_rate_limit_per_minute = 1
+    tenant.save()
+    body = {"model": "gpt-4o", "prompt_tokens": 1}
+    assert telemetry_api.post("/v1/ingest", body, format="json").status_code == 202
+    assert telemetry_api.post("/v1/ingest", body, format="json").status_code == 429
+    assert telemetry_api.post("/v1/ingest", body, format="json").status_code == 429
+    assert RejectedTelemetry.objects.get(tenant=tenant, reason="rate_limited").count == 2
+
+
+@requires_production
+def test_300_concurrent_requests_let_exactly_100_through(live_server, tenant, admin_key):
+    results = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(30)
+
+    def worker():
+        session = httpx.Client()
+        barrier.wait()
+        for _ in range(10):
+            status = session.get(f"{live_server.url}/v1/me", headers={"Authorization": f"Bearer {admin_key}"},
+                                 timeout=30).status_code
+            with lock:
+                results.append(status)
+
+    threads = [threading.Thread(target=worker) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 300
+    assert results.count(200) == 100
+    assert results.count(429) == 200
+
+
+@pytest.mark.django_db
+def test_limiter_lets_requests_through_when_redis_is_unreachable(settings, tenant, admin_key):
+    from tests.conftest import api_client_for
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0",
+                                   "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
+    tenant.admin_rate_limit_per_minute = 1
+    tenant.save()
+    client = api_client_for(admin_key)
+    assert [client.get("/v1/me").status_code for _ in range(3)] == [200, 200, 200]

@@ -1,0 +1,171 @@
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from tenants.models import RejectedTelemetry, Team
+from usage.models import DailySpend, SessionState, UsageEvent
+
+SDK_EVENT = {
+    "model": "gpt-4o", "latency_ms": 812, "prompt_tokens": 1200, "completion_tokens": 300,
+    "identified_risks": ["PII_EMAIL"], "project": "checkout-service", "team": "payments-eng",
+    "session_id": "ci-run-123", "iteration_index": 4,
+}
+
+
+def post(api, body, **kwargs):
+    return api.post("/v1/ingest", body, format="json", **kwargs)
+
+
+def errors(response) -> dict:
+    assert response.status_code == 400, response.content
+    body = response.json()["error"]
+    assert body["type"] == "invalid_request_error"
+    return body.get("fields", {})
+
+
+def test_sdk_event_is_accepted_and_recorded_with_blended_cost(tenant, telemetry_api, recording):
+    response = post(telemetry_api, SDK_EVENT)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 1 and len(body["event_ids"]) == 1
+    recording()
+    event = UsageEvent.objects.get(tenant=tenant)
+    assert event.recorded_at is not None
+    assert event.cost_usd == Decimal("0.0045")  # 1,500 tokens × $3 / 1M
+    assert event.team.name == "payments-eng" and event.identified_risks == ["PII_EMAIL"]
+    state = SessionState.objects.get(tenant=tenant, session_id="ci-run-123")
+    assert state.spent_usd == Decimal("0.0045") and state.iterations == 1
+    day = DailySpend.objects.get(tenant=tenant)
+    assert (day.team_name, day.project, day.model, day.events, day.cost_usd) == (
+        "payments-eng", "checkout-service", "gpt-4o", 1, Decimal("0.0045"))
+
+
+def test_batch_is_accepted_whole(tenant, telemetry_api, recording):
+    events = [dict(SDK_EVENT, iteration_index=i, event_id=f"e{i}") for i in range(1, 11)]
+    response = post(telemetry_api, {"events": events})
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 10, "event_ids": [f"e{i}" for i in range(1, 11)]}
+    recording()
+    assert SessionState.objects.get(tenant=tenant).iterations == 10
+    assert DailySpend.objects.get(tenant=tenant).cost_usd == Decimal("0.045")
+
+
+def test_same_event_id_twice_is_one_event(tenant, telemetry_api, recording):
+    for _ in range(2):
+        assert post(telemetry_api, dict(SDK_EVENT, event_id="once")).status_code == 202
+    recording()
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 1
+    assert DailySpend.objects.get(tenant=tenant).events == 1
+
+
+def test_same_event_id_in_two_tenants_is_two_events(tenant, other_tenant, telemetry_api, other_admin_api, recording):
+    assert post(telemetry_api, dict(SDK_EVENT, event_id="shared")).status_code == 202
+    assert post(other_admin_api, dict(SDK_EVENT, event_id="shared")).status_code == 202
+    recording()
+    assert UsageEvent.objects.filter(event_id="shared").count() == 2
+
+
+def test_catalog_mode_prices_by_model_and_flags_unknown_models(tenant, telemetry_api, recording):
+    tenant.cost_mode = "catalog"
+    tenant.save()
+    post(telemetry_api, {"events": [
+        {"model": "gpt-4o", "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "event_id": "known"},
+        {"model": "mystery-model", "prompt_tokens": 1000, "completion_tokens": 0, "event_id": "unknown"},
+    ]})
+    recording()
+    known = UsageEvent.objects.get(event_id="known")
+    assert known.cost_usd == Decimal("12.5") and known.priced_by == "catalog"
+    unknown = UsageEvent.objects.get(event_id="unknown")
+    assert unknown.cost_usd == Decimal("0.003") and unknown.priced_by == "fallback"
+
+
+def test_team_names_are_case_insensitive_and_created_on_first_sight(tenant, telemetry_api, recording):
+    post(telemetry_api, {"events": [dict(SDK_EVENT, team="Payments-Eng"), dict(SDK_EVENT, team="payments-eng")]})
+    recording()
+    assert list(Team.objects.filter(tenant=tenant).values_list("name", flat=True)) == ["Payments-Eng"]
+    assert DailySpend.objects.get(tenant=tenant).events == 2
+
+
+@pytest.mark.parametrize(("event", "path", "words"), [
+    ({}, "model", "required"),
+    ({"model": ""}, "model", "required"),
+    ({"model": "x" * 201}, "model", "at most 200"),
+    ({"model": 5}, "model", "string"),
+    ({"model": "m", "prompt_tokens": -1}, "prompt_tokens", "between 0"),
+    ({"model": "m", "prompt_tokens": 1.5}, "prompt_tokens", "integer"),
+    ({"model": "m", "prompt_tokens": "12"}, "prompt_tokens", "integer"),
+    ({"model": "m", "completion_tokens": 10**10}, "completion_tokens", "between 0"),
+    ({"model": "m", "latency_ms": True}, "latency_ms", "integer"),
+    ({"model": "m", "iteration_index": -3}, "iteration_index", "between 0"),
+    ({"model": "m", "identified_risks": ["pii_email"]}, "identified_risks", "must match"),
+    ({"model": "m", "identified_risks": "PII_EMAIL"}, "identified_risks", "list"),
+    ({"model": "m", "session_id": "a\nb"}, "session_id", "printable"),
+    ({"model": "m", "session_id": "s" * 201}, "session_id", "at most 200"),
+    ({"model": "m", "event_id": "e" * 101}, "event_id", "at most 100"),
+    ({"model": "m", "team": "a\x00b"}, "team", "control"),
+    ({"model": "m", "status": "maybe"}, "status", "'ok' or 'error'"),
+    ({"model": "m", "metadata": [1]}, "metadata", "object"),
+    ({"model": "m", "metadata": {"x": "y" * 5000}}, "metadata", "4096"),
+    ({"model": "m", "timestamp": "yesterday"}, "timestamp", "ISO 8601"),
+])
+def test_invalid_event_gets_a_clear_field_error(tenant, telemetry_api, event, path, words):
+    fields = errors(post(telemetry_api, event))
+    assert path in fields, fields
+    assert words.lower() in " ".join(fields[path]).lower()
+    assert UsageEvent.objects.count() == 0
+
+
+def test_timestamp_more_than_5_minutes_ahead_is_refused_but_4_minutes_is_fine(tenant, telemetry_api):
+    ahead = (timezone.now() + timezone.timedelta(minutes=6)).isoformat()
+    assert "timestamp" in errors(post(telemetry_api, dict(SDK_EVENT, timestamp=ahead)))
+    soon = (timezone.now() + timezone.timedelta(minutes=4)).isoformat()
+    assert post(telemetry_api, dict(SDK_EVENT, timestamp=soon)).status_code == 202
+
+
+def test_null_optional_fields_mean_absent_and_unknown_fields_are_ignored(tenant, telemetry_api):
+    body = {"model": "gpt-4o", "team": None, "session_id": None, "iteration_index": None, "metadata": None,
+            "surprise": {"nested": True}}
+    assert post(telemetry_api, body).status_code == 202
+    event = UsageEvent.objects.get(tenant=tenant)
+    assert event.team_name == "" and event.session_id == "" and event.iteration_index is None
+
+
+def test_one_bad_event_rejects_the_whole_batch_with_errors_by_index(tenant, telemetry_api):
+    events = [dict(SDK_EVENT, event_id="a"), dict(SDK_EVENT, prompt_tokens=-5), dict(SDK_EVENT, model=None)]
+    fields = errors(post(telemetry_api, {"events": events}))
+    assert set(fields) == {"events[1].prompt_tokens", "events[2].model"}
+    assert UsageEvent.objects.count() == 0
+    assert RejectedTelemetry.objects.get(tenant=tenant, reason="invalid").count == 1
+
+
+@pytest.mark.parametrize("body", [{"events": []}, {"events": "nope"}, {"events": [SDK_EVENT] * 1001}])
+def test_empty_wrong_or_oversized_batches_are_refused(tenant, telemetry_api, body):
+    assert "events" in errors(post(telemetry_api, body))
+
+
+@pytest.mark.parametrize("raw", [
+    b"not json", b"[1, 2]", b'{"model": NaN}', b'{"model": "m", "prompt_tokens": Infinity}', b"\xff\xfe",
+    b"[" * 100_000, b"",
+])
+def test_malformed_bodies_get_400_json(tenant, telemetry_key, raw):
+    from django.test import Client
+
+    response = Client().post("/v1/ingest", raw, content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {telemetry_key}")
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_body_over_1_mib_gets_413(tenant, telemetry_key):
+    from django.test import Client
+
+    big = b'{"model": "m", "metadata": {"x": "' + b"y" * (1024 * 1024) + b'"}}'
+    response = Client().post("/v1/ingest", big, content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {telemetry_key}")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_admin_key_can_ingest_too(tenant, admin_api):
+    assert post(admin_api, SDK_EVENT).status_code == 202

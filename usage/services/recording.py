@@ -1,0 +1,264 @@
+"""Recording: claim unrecorded events, price them, mark them recorded and update session state and roll-ups —
+all in ONE transaction, so each accepted event is counted exactly once even when a task is delivered twice,
+two workers race, or a worker dies mid-batch (its transaction rolls back and the rows are claimed again).
+"""
+
+import datetime
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from agentwatch_site.dates import hour_floor, tenant_day
+from tenants.models import Team, Tenant
+from tenants.services import team_get_or_create
+from usage.models import Anomaly, DailySpend, HourlySpend, SessionState, UsageEvent
+from usage.services.loops import runaway_loop_window
+from usage.services.pricing import event_cost, price_table
+
+logger = logging.getLogger(__name__)
+
+RECORD_BATCH_SIZE = 1000
+SESSION_TTL = datetime.timedelta(hours=24)
+RECENT_PROMPTS_KEPT = 5
+LAST_LIMIT_CACHE_KEY = "lastlimit:{tenant_id}:{session_id}"
+
+
+@dataclass
+class RecordResult:
+    recorded: int = 0
+    # (tenant_id, team_id) whose month-to-date spend moved: budget alerts are checked for them.
+    teams_touched: set[tuple[int, int]] = field(default_factory=set)
+    # Anomaly ids opened or re-detected in this batch: webhooks go out for them.
+    anomalies: list[int] = field(default_factory=list)
+
+
+def events_record_pending(*, limit: int = RECORD_BATCH_SIZE) -> RecordResult:
+    """Record up to `limit` pending events (oldest first) in one transaction."""
+    result = RecordResult()
+    with transaction.atomic():
+        pending = UsageEvent.objects.filter(recorded_at__isnull=True).order_by("id")
+        if connection.features.has_select_for_update_skip_locked:
+            # Rows another worker is recording are skipped, not waited for; ours stay locked until commit.
+            pending = pending.select_for_update(skip_locked=True)
+        events = list(pending[:limit])
+        if not events:
+            return result
+        now = timezone.now()
+        by_tenant: dict[int, list[UsageEvent]] = defaultdict(list)
+        for event in events:
+            by_tenant[event.tenant_id].append(event)
+        tenants = Tenant.objects.in_bulk(list(by_tenant))
+        for tenant_id in sorted(by_tenant):
+            _record_for_tenant(tenants[tenant_id], by_tenant[tenant_id], now=now, result=result)
+        UsageEvent.objects.bulk_update(events, ["recorded_at", "cost_usd", "priced_by", "team"], batch_size=500)
+        result.recorded = len(events)
+    return result
+
+
+def _record_for_tenant(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResult) -> None:
+    teams = _resolve_teams(tenant, events)
+    prices = price_table(tenant=tenant, models={e.model for e in events}) if tenant.cost_mode == "catalog" else {}
+    for event in events:
+        event.cost_usd, event.priced_by = event_cost(event, cost_mode=tenant.cost_mode, prices=prices)
+        event.recorded_at = now
+        if event.team_name:
+            team = teams[event.team_name.lower()]
+            event.team = team
+            event.team_name = team.name
+            if event.cost_usd:
+                result.teams_touched.add((tenant.pk, team.pk))
+    _roll_up_daily(tenant, events)
+    _roll_up_hourly(tenant, events)
+    _update_sessions(tenant, [e for e in events if e.session_id], now=now, result=result)
+
+
+def _resolve_teams(tenant: Tenant, events: list[UsageEvent]) -> dict[str, Team]:
+    """A team named by an event but not yet known is created on first sight (case-insensitively unique)."""
+    names: dict[str, str] = {}
+    for event in events:
+        if event.team_name:
+            names.setdefault(event.team_name.lower(), event.team_name)
+    teams = {}
+    for lowered in sorted(names):
+        team, _ = team_get_or_create(tenant=tenant, name=names[lowered])
+        teams[lowered] = team
+    return teams
+
+
+def _upsert_increment(table: str, key_columns: list[str], sum_columns: list[str], rows: list[tuple]) -> None:
+    """INSERT … ON CONFLICT DO UPDATE SET col = col + excluded.col (PostgreSQL and SQLite alike).
+    Rows are sorted by key so concurrent workers take row locks in the same order (no deadlocks)."""
+    if not rows:
+        return
+    columns = key_columns + sum_columns
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = ", ".join(f"{col} = {table}.{col} + excluded.{col}" for col in sum_columns)
+    rows = sorted(rows, key=lambda row: tuple(str(v) for v in row[: len(key_columns)]))
+    for start in range(0, len(rows), 500):
+        chunk = rows[start:start + 500]
+        # Table and column names come from the models above, never from input; values are parameters.
+        values = ", ".join([placeholders] * len(chunk))
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "  # noqa: S608
+            f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {updates}"
+        )
+        params = [value for row in chunk for value in row]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
+
+def _roll_up_daily(tenant: Tenant, events: list[UsageEvent]) -> None:
+    totals: dict[tuple, list] = {}
+    for event in events:
+        key = (tenant_day(tenant, event.timestamp), event.team_name, event.project, event.model)
+        bucket = totals.setdefault(key, [0, 0, 0, Decimal("0")])
+        bucket[0] += 1
+        bucket[1] += event.prompt_tokens
+        bucket[2] += event.completion_tokens
+        bucket[3] += event.cost_usd
+    _upsert_increment(
+        DailySpend._meta.db_table,
+        ["tenant_id", "day", "team_name", "project", "model"],
+        ["events", "prompt_tokens", "completion_tokens", "cost_usd"],
+        [(tenant.pk, *key, *values) for key, values in totals.items()],
+    )
+
+
+def _roll_up_hourly(tenant: Tenant, events: list[UsageEvent]) -> None:
+    totals: dict[tuple, list] = {}
+    for event in events:
+        key = (hour_floor(event.timestamp), event.team_name)
+        bucket = totals.setdefault(key, [0, Decimal("0")])
+        bucket[0] += 1
+        bucket[1] += event.cost_usd
+    _upsert_increment(
+        HourlySpend._meta.db_table,
+        ["tenant_id", "hour", "team_name"],
+        ["events", "cost_usd"],
+        [(tenant.pk, *key, *values) for key, values in totals.items()],
+    )
+
+
+def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResult) -> None:
+    if not events:
+        return
+    by_session: dict[str, list[UsageEvent]] = defaultdict(list)
+    for event in events:
+        by_session[event.session_id].append(event)
+    session_ids = sorted(by_session)
+    SessionState.objects.bulk_create(
+        [SessionState(tenant=tenant, session_id=sid, first_seen=now, last_seen=now, expires_at=now + SESSION_TTL)
+         for sid in session_ids],
+        ignore_conflicts=True,
+    )
+    # The row lock serialises workers recording the same session; the state below is computed under it.
+    states = SessionState.objects.filter(tenant=tenant, session_id__in=session_ids).order_by("session_id")
+    if connection.features.has_select_for_update:
+        states = states.select_for_update()
+    states = {state.session_id: state for state in states}
+    seen_iterations = _recorded_iterations(tenant, by_session)
+    last_limits = _last_limits(tenant, session_ids)
+    open_loops = {a.session_id: a for a in Anomaly.objects.filter(
+        tenant=tenant, kind=Anomaly.Kind.RUNAWAY_LOOP, status=Anomaly.Status.OPEN, session_id__in=session_ids)}
+
+    for session_id in session_ids:
+        state = states[session_id]
+        batch = by_session[session_id]
+        if state.events and state.expires_at <= now:
+            _reset_session(state, now)
+        known = {idx for idx, received in seen_iterations.get(session_id, []) if received >= state.first_seen}
+        new_iterations = set()
+        for event in sorted(batch, key=lambda e: (e.iteration_index is None, e.iteration_index or 0, e.pk)):
+            state.spent_usd += event.cost_usd
+            state.prompt_tokens += event.prompt_tokens
+            state.completion_tokens += event.completion_tokens
+            state.events += 1
+            if event.team_id:
+                state.team_id = event.team_id
+            if event.project:
+                state.project = event.project
+            if event.iteration_index is not None:
+                if event.iteration_index not in known:
+                    new_iterations.add(event.iteration_index)
+                _remember_prompt(state, event.iteration_index, event.prompt_tokens)
+        state.iterations += len(new_iterations)
+        state.last_seen = max(state.last_seen, now)
+        state.expires_at = state.last_seen + SESSION_TTL
+        if session_id in last_limits:
+            state.last_limit_usd = last_limits[session_id]
+        anomaly_id = _detect_runaway_loop(tenant, state, open_loops.get(session_id), now=now)
+        if anomaly_id:
+            result.anomalies.append(anomaly_id)
+    SessionState.objects.bulk_update(
+        list(states.values()),
+        ["spent_usd", "prompt_tokens", "completion_tokens", "events", "iterations", "recent_prompts", "team",
+         "project", "first_seen", "last_seen", "expires_at", "last_limit_usd"],
+    )
+
+
+def _reset_session(state: SessionState, now) -> None:
+    """Idle for 24 hours: the same id starts from zero (its events stay)."""
+    state.spent_usd = Decimal("0")
+    state.prompt_tokens = state.completion_tokens = state.events = state.iterations = 0
+    state.recent_prompts = {}
+    state.first_seen = now
+    state.last_seen = now
+    state.last_limit_usd = None
+
+
+def _remember_prompt(state: SessionState, iteration_index: int, prompt_tokens: int) -> None:
+    recent = {int(k): v for k, v in state.recent_prompts.items()}
+    recent[iteration_index] = prompt_tokens
+    kept = sorted(recent)[-RECENT_PROMPTS_KEPT:]
+    state.recent_prompts = {str(k): recent[k] for k in kept}
+
+
+def _recorded_iterations(tenant: Tenant, by_session: dict[str, list[UsageEvent]]) -> dict[str, list]:
+    """Iteration indexes of this batch that earlier recorded events already counted, per session."""
+    indexes = {e.iteration_index for batch in by_session.values() for e in batch if e.iteration_index is not None}
+    if not indexes:
+        return {}
+    seen: dict[str, list] = defaultdict(list)
+    rows = UsageEvent.objects.filter(
+        tenant=tenant, session_id__in=list(by_session), iteration_index__in=list(indexes), recorded_at__isnull=False
+    ).values_list("session_id", "iteration_index", "received_at")
+    for session_id, idx, received in rows:
+        seen[session_id].append((idx, received))
+    return seen
+
+
+def _last_limits(tenant: Tenant, session_ids: list[str]) -> dict[str, Decimal]:
+    keys = {LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant.pk, session_id=sid): sid for sid in session_ids}
+    try:
+        found = cache.get_many(list(keys))
+    except Exception:
+        return {}
+    return {keys[key]: Decimal(str(value)) for key, value in found.items()}
+
+
+def _detect_runaway_loop(tenant: Tenant, state: SessionState, anomaly: Anomaly | None, *, now) -> int | None:
+    window = runaway_loop_window(state.recent_prompts)
+    if window is None:
+        return None
+    last_iteration = window["iterations"][-1]
+    if anomaly is not None:
+        if last_iteration <= anomaly.details.get("last_iteration", -1):
+            return None
+        anomaly.count += 1
+        anomaly.last_seen = now
+        anomaly.details = {**window, "last_iteration": last_iteration}
+        anomaly.team_id = state.team_id or anomaly.team_id
+        anomaly.save(update_fields=["count", "last_seen", "details", "team"])
+        return anomaly.pk
+    anomaly = Anomaly.objects.create(
+        tenant=tenant, kind=Anomaly.Kind.RUNAWAY_LOOP, session_id=state.session_id, team_id=state.team_id,
+        details={**window, "last_iteration": last_iteration}, first_seen=now, last_seen=now,
+    )
+    logger.info("runaway loop detected tenant=%s session_id=%s ratios=%s", tenant.slug, state.session_id,
+                window["ratios"])
+    return anomaly.pk

@@ -1,0 +1,73 @@
+import logging
+import time
+
+from celery import current_app, shared_task
+from django.core.cache import cache
+from django.db import OperationalError
+
+from usage.services.ingest import WAKE_KEY
+from usage.services.recording import RecordResult, events_record_pending
+
+logger = logging.getLogger(__name__)
+
+RECORD_LOOP_SECONDS = 60
+
+
+def _dispatch_followups(result: RecordResult) -> None:
+    """After the recording transaction committed: budget alerts (budgets app) and anomaly webhooks."""
+    by_tenant: dict[int, list[int]] = {}
+    for tenant_id, team_id in result.teams_touched:
+        by_tenant.setdefault(tenant_id, []).append(team_id)
+    try:
+        for tenant_id, team_ids in by_tenant.items():
+            current_app.tasks["budgets.tasks.budget_alerts_check"].delay(tenant_id, sorted(team_ids))
+        for anomaly_id in result.anomalies:
+            anomaly_notify.delay(anomaly_id)
+    except Exception:
+        # The events are recorded either way; a lost follow-up is logged, never a reason to stop recording.
+        logger.exception("could not dispatch recording follow-ups")
+
+
+def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS) -> int:
+    """Record pending events batch by batch until none is left (or time is up: the next wake-up goes on)."""
+    deadline = time.monotonic() + max_seconds
+    total = 0
+    while time.monotonic() < deadline:
+        try:
+            result = events_record_pending()
+        except OperationalError as exc:
+            # A deadlock or serialisation failure rolled the whole batch back; nothing was counted. Try again.
+            logger.warning("recording batch rolled back, retrying error=%s", exc)
+            time.sleep(0.05)
+            continue
+        if not result.recorded:
+            break
+        total += result.recorded
+        _dispatch_followups(result)
+    return total
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240, ignore_result=True)
+def record_pending_events() -> int:
+    """Woken by ingestion. Clears the wake flag first, so any event committed after this point wakes another."""
+    try:
+        cache.delete(WAKE_KEY)
+    except Exception as exc:
+        logger.warning("could not clear the wake flag error=%s", type(exc).__name__)
+    return record_until_done()
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240, ignore_result=True)
+def sweep_unrecorded_events() -> int:
+    """Beat, every few seconds: records whatever a lost wake-up (e.g. Redis down at ingest time) missed."""
+    recorded = record_until_done()
+    if recorded:
+        logger.info("sweep recorded events count=%s", recorded)
+    return recorded
+
+
+@shared_task(acks_late=True, time_limit=60, ignore_result=True)
+def anomaly_notify(anomaly_id: int) -> None:
+    from usage.services.anomalies import anomaly_notify as notify
+
+    notify(anomaly_id=anomaly_id)
