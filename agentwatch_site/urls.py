@@ -6,7 +6,9 @@ from agentwatch_site.errors import api_not_found
 
 api_patterns = [
     path("", include("tenants.api_urls")),
+    path("", include("tenants.webhook_api_urls")),
     path("", include("usage.api_urls")),
+    path("", include("usage.anomaly_api_urls")),
     path("", include("budgets.api_urls")),
 ]
 

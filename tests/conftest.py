@@ -41,8 +41,21 @@ def _fresh_cache():
     yield
 
 
+def ensure_price_catalog() -> None:
+    """Transactional tests truncate every table, the seeded price catalogue included: put it back."""
+    import importlib
+
+    from django.apps import apps
+
+    from usage.models import ModelPrice
+
+    if not ModelPrice.objects.filter(tenant__isnull=True).exists():
+        importlib.import_module("usage.migrations.0002_seed_price_catalog").seed(apps, None)
+
+
 @pytest.fixture
 def tenant(db):
+    ensure_price_catalog()
     return TenantFactory(name="Alice Org", slug="alice")
 
 
@@ -123,7 +136,7 @@ class WorkerProcess:
         self.name = name
         self.env = env or subprocess_env()
         self.proc: subprocess.Popen | None = None
-        self.log_path = ROOT / "var" / f"celery-worker-{name}.log"
+        self.log_path = ROOT / "var" / f"celery-worker-{name}-{os.getpid()}.log"
 
     def start(self) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,8 +209,15 @@ SLOW_MARKERS = ("faults", "browser", "schemathesis")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow suites run once, on the production configuration (PostgreSQL + Redis), not twice."""
+    """The slow suites run once, on the production configuration (PostgreSQL + Redis), not twice.
+    In production mode, a test that waits for a worker process must commit what it writes, so it runs
+    as a transactional test."""
     if PRODUCTION_MODE:
+        for item in items:
+            if "recording" in getattr(item, "fixturenames", ()) or "celery_worker_process" in getattr(
+                item, "fixturenames", ()
+            ):
+                item.add_marker(pytest.mark.django_db(transaction=True))
         return
     skip = pytest.mark.skip(reason="runs on the production configuration only (set DATABASE_URL and REDIS_URL)")
     for item in items:
