@@ -15,6 +15,7 @@ api_patterns = [
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("livez", views.livez, name="livez"),
+    path("metrics", views.metrics, name="metrics"),
     path("v1/", include(api_patterns)),
     # Unknown /v1 paths get the JSON envelope, never an HTML page or an APPEND_SLASH redirect.
     re_path(r"^v1(?:/.*)?$", api_not_found),

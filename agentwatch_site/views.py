@@ -90,3 +90,21 @@ def handler400(request, exception=None):
     if is_api_path(request.path):
         return json_error(status=400, type="invalid_request_error", code="bad_request", message="Bad request.")
     return render(request, "400.html", status=400)
+
+
+def metrics(request):
+    """Prometheus scrape endpoint: a bearer METRICS_TOKEN when set, else loopback (or METRICS_ALLOWED_IPS) only."""
+    import hmac
+
+    from agentwatch_site.metrics import metrics_view
+
+    token = settings.METRICS_TOKEN
+    if token:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        allowed = hmac.compare_digest(supplied.encode(), token.encode())
+    else:
+        allowed = request.META.get("REMOTE_ADDR") in settings.METRICS_ALLOWED_IPS
+    if not allowed:
+        return json_error(status=403, type="permission_error", code="metrics_forbidden",
+                          message="Metrics need the METRICS_TOKEN bearer token or an allowed address.")
+    return metrics_view(request)
