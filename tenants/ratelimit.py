@@ -50,19 +50,30 @@ def rate_limit_hit(*, tenant: Tenant, bucket: str) -> RateDecision:
         return RateDecision(allowed=True, limit=0, count=0, retry_after=retry_after)
     key = f"rl:{tenant.pk}:{bucket}:{window}"
     try:
-        if cache.add(key, 1, timeout=WINDOW_SECONDS + 5):
-            count = 1
-        else:
-            try:
-                count = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.add(key, 1, timeout=WINDOW_SECONDS + 5)
-                count = 1
+        count = _incr_with_expiry(key)
     except Exception as exc:
         logger.warning("rate limiter unavailable, letting request through tenant=%s error=%s",
                        tenant.slug, type(exc).__name__)
         return RateDecision(allowed=True, limit=limit, count=0, retry_after=retry_after)
     return RateDecision(allowed=count <= limit, limit=limit, count=count, retry_after=retry_after)
+
+
+def _incr_with_expiry(key: str) -> int:
+    """Atomically count one hit. On Redis: INCR and EXPIRE NX in one pipelined round trip."""
+    client_getter = getattr(getattr(cache, "_cache", None), "get_client", None)
+    if client_getter is not None:
+        pipe = client_getter(write=True).pipeline(transaction=False)
+        full_key = cache.make_key(key)
+        pipe.incr(full_key)
+        pipe.expire(full_key, WINDOW_SECONDS + 5, nx=True)
+        return int(pipe.execute()[0])
+    if cache.add(key, 1, timeout=WINDOW_SECONDS + 5):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=WINDOW_SECONDS + 5)
+        return 1
 
 
 def rate_limit_peek(*, tenant: Tenant, bucket: str) -> RateDecision:
