@@ -25,7 +25,7 @@ scalars = st.one_of(
 )
 json_values = st.recursive(scalars, lambda children: st.one_of(
     st.lists(children, max_size=5), st.dictionaries(st.text(max_size=20), children, max_size=5)), max_leaves=20)
-events = st.fixed_dictionaries({}, optional={field: json_values for field in FIELDS}) | json_values
+events = st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, json_values)) | json_values
 bodies = st.one_of(events, st.fixed_dictionaries({"events": st.lists(events, max_size=5)}), json_values)
 HYPOTHESIS = settings(max_examples=150, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
