@@ -166,6 +166,9 @@ INGEST_MAX_BATCH = 1000
 INGEST_LAG_THRESHOLD_SECONDS = env_int("INGEST_LAG_THRESHOLD_SECONDS", 60, minimum=1)
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", default=False)
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0)
+# Attempt n waits about base × 2^(n-1) seconds (± jitter) after a retryable failure; then the delivery fails.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0)
 # Django refuses larger bodies with 413 before any view parses them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 
@@ -241,7 +244,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "agentwatch_site.openapi.AgentWatchAutoSchema",
     "EXCEPTION_HANDLER": "agentwatch_site.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": False,
@@ -257,6 +260,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several components have a `status` with different choices; name each set (else generation warns).
+    "ENUM_NAME_OVERRIDES": {
+        "EventStatusEnum": ["ok", "error"],
+        "BudgetStatusEnum": ["ok", "alert", "exceeded"],
+        "AnomalyStatusEnum": ["open", "acknowledged"],
+        "AnomalyStatusFilterEnum": ["open", "acknowledged", "closed"],
+        "WebhookDeliveryStatusEnum": ["pending", "succeeded", "failed"],
+    },
 }
 
 # Who may read /metrics: a bearer token (METRICS_TOKEN), else only requests from these addresses.

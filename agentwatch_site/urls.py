@@ -2,9 +2,13 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from agentwatch_site import views
+from agentwatch_site.api_docs import DocsView, SchemaView
 from agentwatch_site.errors import api_not_found
 
 api_patterns = [
+    # OpenAPI document and Swagger UI: public (no API key), before the catch-all below.
+    path("schema", SchemaView.as_view(), name="api-schema"),
+    path("docs", DocsView.as_view(), name="api-docs"),
     path("", include("tenants.api_urls")),
     path("", include("tenants.webhook_api_urls")),
     path("", include("usage.api_urls")),

@@ -42,3 +42,19 @@ def memberships_for_user(*, user) -> list[Membership]:
     if not user.is_authenticated:
         return []
     return list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name"))
+
+
+def membership_list(*, tenant: Tenant) -> list[Membership]:
+    return list(Membership.objects.for_tenant(tenant).select_related("user").order_by("user__username"))
+
+
+def rejected_telemetry_recent(*, tenant: Tenant, days: int = 2) -> dict[str, int]:
+    """Telemetry refused per reason over the last `days` UTC days (today included): {"rate_limited": n, …}."""
+    from django.db.models import Sum
+
+    from tenants.models import RejectedTelemetry
+
+    since = timezone.now().date() - datetime.timedelta(days=days - 1)
+    rows = (RejectedTelemetry.objects.for_tenant(tenant).filter(day__gte=since).values("reason")
+            .annotate(total=Sum("count")).order_by())
+    return {row["reason"]: row["total"] for row in rows}

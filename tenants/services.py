@@ -109,3 +109,39 @@ def rejected_telemetry_count(*, tenant: Tenant, reason: str, count: int = 1) -> 
     except Exception:
         # Counting what was refused must never turn the refusal into a 500.
         logger.exception("could not count rejected telemetry tenant_id=%s reason=%s", tenant.pk, reason)
+
+
+def _owner_count_locked(tenant_id: int) -> int:
+    # Lock the tenant's owner rows so two owners demoting each other at once cannot leave none.
+    return len(list(Membership.objects.select_for_update().filter(tenant_id=tenant_id, role=Membership.Role.OWNER)
+                    .values_list("pk", flat=True)))
+
+
+@transaction.atomic
+def membership_add(*, tenant: Tenant, user, role: str) -> Membership:
+    """Adds an existing user (or changes their role if already a member, keeping the last-owner rule)."""
+    existing = Membership.objects.filter(tenant=tenant, user=user).first()
+    if existing is not None:
+        return membership_change_role(membership=existing, role=role)
+    return Membership.objects.create(tenant=tenant, user=user, role=role)
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str) -> Membership:
+    if role not in Membership.Role.values:
+        raise InvalidRequest("Role must be owner, admin or viewer.", code="validation_error")
+    if (membership.role == Membership.Role.OWNER and role != Membership.Role.OWNER
+            and _owner_count_locked(membership.tenant_id) <= 1):
+        raise ApiError("The last owner cannot be demoted: make someone else an owner first.",
+                       code="last_owner", status=409)
+    Membership.objects.filter(pk=membership.pk).update(role=role)
+    membership.role = role
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    if membership.role == Membership.Role.OWNER and _owner_count_locked(membership.tenant_id) <= 1:
+        raise ApiError("The last owner cannot be removed: make someone else an owner first.",
+                       code="last_owner", status=409)
+    Membership.objects.filter(pk=membership.pk).delete()

@@ -1,1 +1,14 @@
-urlpatterns = []
+from django.urls import path
+
+from tenants import views
+
+urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("switch-tenant/", views.tenant_switch, name="tenant-switch"),
+    path("settings/api-keys/", views.api_keys, name="api-keys"),
+    path("settings/api-keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke"),
+    path("settings/members/", views.members, name="members"),
+    path("settings/members/<int:membership_id>/role/", views.member_role, name="member-role"),
+    path("settings/members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
+]

@@ -1,11 +1,34 @@
+import csv
+import datetime
+import re
+from decimal import Decimal
+
+from django import forms
+from django.http import StreamingHttpResponse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from agentwatch_site.errors import ApiError
-from tenants.api_base import TelemetryApi
+from agentwatch_site.dates import tenant_day, tenant_month_days
+from agentwatch_site.errors import ApiError, validation_error
+from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
+from tenants.api_base import TelemetryApi, TenantApi
 from tenants.services import rejected_telemetry_count
+from usage.filters import IsoDateTimeFormField
+from usage.models import UsageEvent
+from usage.selectors import (
+    SPEND_METRICS,
+    SUMMARY_DIMENSIONS,
+    event_list,
+    session_get,
+    session_iterations,
+    session_list,
+    spend_month_rows,
+    spend_summary,
+    team_spend_list,
+)
 from usage.services.ingest import event_batch_ingest, parse_ingest_body, parse_json_body, recorder_wake
 
 
@@ -68,3 +91,374 @@ class IngestApi(TelemetryApi):
         event_ids = event_batch_ingest(tenant=request.tenant, events=events, received_at=received_at)
         recorder_wake()
         return Response({"accepted": len(event_ids), "event_ids": event_ids}, status=status.HTTP_202_ACCEPTED)
+
+
+# --- Read API (admin scope) ---------------------------------------------------------------------------------
+
+
+class OptionalText(serializers.CharField):
+    """An optional ingested text field: null when it was not sent (stored as "")."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_null=True, **kwargs)
+
+    def to_representation(self, value):
+        return value or None
+
+
+def _money(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=30, decimal_places=10, coerce_to_string=False, **kwargs)
+
+
+EVENT_FILTER_PARAMETERS = [
+    OpenApiParameter("team", str, description="Team name, case-insensitive."),
+    OpenApiParameter("project", str, description="Project, exact."),
+    OpenApiParameter("session_id", str, description="Session id, exact."),
+    OpenApiParameter("model", str, description="Model name, exact (e.g. gpt-4o)."),
+    OpenApiParameter("customer_id", str, description="Customer id, exact."),
+    OpenApiParameter("feature_id", str, description="Feature id, exact."),
+    OpenApiParameter("risk", str, description="A risk tag in identified_risks, e.g. PII_EMAIL (case-insensitive)."),
+    OpenApiParameter("from", OpenApiTypes.DATETIME,
+                     description="Events at or after this time (ISO 8601; a date means its midnight UTC)."),
+    OpenApiParameter("to", OpenApiTypes.DATETIME, description="Events before this time (exclusive)."),
+]
+PAGE_PARAMETERS = [
+    OpenApiParameter("limit", int, description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+    OpenApiParameter("cursor", str, description="Opaque; follow the `next` link of the previous page."),
+]
+
+
+class EventListApi(TenantApi):
+    """GET /v1/usage/events: the tenant's events, newest first, filtered, in keyset pages."""
+
+    class OutputSerializer(serializers.Serializer):
+        event_id = serializers.CharField()
+        timestamp = serializers.DateTimeField()
+        received_at = serializers.DateTimeField()
+        model = serializers.CharField()
+        provider = OptionalText()
+        prompt_tokens = serializers.IntegerField()
+        completion_tokens = serializers.IntegerField()
+        latency_ms = serializers.IntegerField()
+        identified_risks = serializers.ListField(child=serializers.CharField())
+        project = OptionalText()
+        team = OptionalText(source="team_name", help_text="Team name; null when the event named none.")
+        session_id = OptionalText()
+        iteration_index = serializers.IntegerField(allow_null=True)
+        customer_id = OptionalText()
+        user_id = OptionalText()
+        feature_id = OptionalText()
+        status = serializers.ChoiceField(choices=UsageEvent.Status.choices)
+        metadata = serializers.DictField()
+        cost_usd = _money(allow_null=True, help_text="USD, fixed when the event is recorded; null until then.")
+        recorded_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(
+        operation_id="usage_events_list",
+        parameters=[*EVENT_FILTER_PARAMETERS, *PAGE_PARAMETERS],
+        responses={200: inline_serializer("EventPage", fields={
+            "results": OutputSerializer(many=True),
+            "next": serializers.URLField(allow_null=True, help_text="The next page; null on the last page."),
+        })},
+        examples=[OpenApiExample("A page", response_only=True, value={
+            "results": [{
+                "event_id": "7d0c5e0f3b2a4c1e9f6a8b7c6d5e4f3a", "timestamp": "2026-11-25T09:30:00Z",
+                "received_at": "2026-11-25T09:30:00.120000Z", "model": "gpt-4o", "provider": "openai",
+                "prompt_tokens": 1200, "completion_tokens": 300, "latency_ms": 812,
+                "identified_risks": ["PII_EMAIL"], "project": "checkout-service", "team": "payments-eng",
+                "session_id": "ci-run-123", "iteration_index": 4, "customer_id": None, "user_id": None,
+                "feature_id": None, "status": "ok", "metadata": {}, "cost_usd": 0.0045,
+                "recorded_at": "2026-11-25T09:30:01Z"}],
+            "next": "https://agentwatch.example.com/v1/usage/events?team=payments-eng&cursor=WyIyMDI2LTExLTI1VDA5"
+                    "OjMwOjAwKzAwOjAwIiw0Ml0"})],
+        tags=["usage"],
+    )
+    def get(self, request):
+        events = event_list(tenant=request.tenant, filters=request.query_params)
+        page = paginate(request, events)
+        return Response({"results": self.OutputSerializer(page["results"], many=True).data, "next": page["next"]})
+
+
+def _parse_group_by(value: str | None) -> list[str]:
+    names = [name.strip().lower() for name in (value or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in SUMMARY_DIMENSIONS]
+    if unknown or len(set(names)) != len(names):
+        raise validation_error({"group_by": [
+            f"Must be a comma-separated list of distinct values from: {', '.join(SUMMARY_DIMENSIONS)}"
+            + (f" (unknown: {', '.join(sorted(set(unknown)))[:100]})." if unknown else ".")]})
+    return names
+
+
+def _parse_day(tenant, name: str, value: str | None) -> datetime.date | None:
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        if len(text) <= 10:
+            return datetime.date.fromisoformat(text)
+        moment = IsoDateTimeFormField().to_python(text)
+        return tenant_day(tenant, moment)
+    except (ValueError, forms.ValidationError, OverflowError):
+        raise validation_error({name: ["Must be a date (2026-11-25) or an ISO 8601 date-time."]}) from None
+
+
+class SpendRowSerializer(serializers.Serializer):
+    day = serializers.DateField(required=False, help_text="With group_by=day; the tenant's local day.")
+    team = serializers.CharField(required=False, allow_null=True, source="team_name",
+                                 help_text="With group_by=team; null for events without a team.")
+    project = serializers.CharField(required=False, allow_null=True,
+                                    help_text="With group_by=project; null for events without a project.")
+    model = serializers.CharField(required=False, help_text="With group_by=model.")
+    events = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_usd = _money()
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        for key, source in (("day", "day"), ("team", "team_name"), ("project", "project"), ("model", "model")):
+            if source not in instance:
+                data.pop(key, None)
+            elif key in ("team", "project") and data[key] == "":
+                data[key] = None
+        return data
+
+
+class SpendTotalsSerializer(serializers.Serializer):
+    events = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_usd = _money()
+
+
+def _totals(rows) -> dict:
+    totals = {"events": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal("0")}
+    for row in rows:
+        for metric in SPEND_METRICS:
+            totals[metric] += row[metric] or 0
+    return totals
+
+
+class UsageSummaryApi(TenantApi):
+    """GET /v1/usage/summary: spend, tokens and events from the daily roll-ups, grouped, with totals."""
+
+    class OutputSerializer(serializers.Serializer):
+        group_by = serializers.ListField(child=serializers.ChoiceField(choices=list(SUMMARY_DIMENSIONS)))
+        date_from = serializers.DateField(allow_null=True)
+        date_to = serializers.DateField(allow_null=True)
+        rows = SpendRowSerializer(many=True)
+        totals = SpendTotalsSerializer()
+
+    @extend_schema(
+        operation_id="usage_summary",
+        parameters=[
+            OpenApiParameter("group_by", str, description="Comma-separated: day, team, project, model (e.g. "
+                             "`team,model`). Without it, one row for the whole range."),
+            OpenApiParameter("from", OpenApiTypes.DATE, description="First day included (tenant-local), "
+                             "default the first day of the current month."),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="Last day included (tenant-local); default none."),
+        ],
+        responses={200: OutputSerializer},
+        examples=[OpenApiExample("Month-to-date spend per team", response_only=True, value={
+            "group_by": ["team"], "date_from": "2026-11-01", "date_to": None,
+            "rows": [
+                {"team": "payments-eng", "events": 1520, "prompt_tokens": 1824000, "completion_tokens": 456000,
+                 "cost_usd": 6.84},
+                {"team": None, "events": 12, "prompt_tokens": 9000, "completion_tokens": 2000, "cost_usd": 0.033},
+            ],
+            "totals": {"events": 1532, "prompt_tokens": 1833000, "completion_tokens": 458000, "cost_usd": 6.873}})],
+        tags=["usage"],
+    )
+    def get(self, request):
+        group_by = _parse_group_by(request.query_params.get("group_by"))
+        day_from = _parse_day(request.tenant, "from", request.query_params.get("from"))
+        day_to = _parse_day(request.tenant, "to", request.query_params.get("to"))
+        if day_from is None and "from" not in request.query_params:
+            day_from = tenant_month_days(request.tenant)[0]
+        if day_from and day_to and day_to < day_from:
+            raise validation_error({"to": ["Must not be before `from`."]})
+        rows = spend_summary(tenant=request.tenant, group_by=group_by, day_from=day_from, day_to=day_to)
+        data = {"group_by": group_by, "date_from": day_from, "date_to": day_to, "rows": rows,
+                "totals": _totals(rows)}
+        return Response(self.OutputSerializer(data).data)
+
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+CSV_METRIC_COLUMNS = ["events", "prompt_tokens", "completion_tokens", "cost_usd"]
+UNALLOCATED = "UNALLOCATED"
+
+
+class _Echo:
+    """csv.writer target that hands back each line instead of buffering it."""
+
+    def write(self, value):
+        return value
+
+
+def _csv_cell(value) -> str:
+    if isinstance(value, Decimal):
+        # Stored precision, plain digits: never 1E-7.
+        return format(value, "f")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return "" if value is None else str(value)
+
+
+def _chargeback_lines(rows, columns: list[str]):
+    writer = csv.writer(_Echo())
+    yield writer.writerow([*columns, *CSV_METRIC_COLUMNS])
+    totals = {"events": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal("0")}
+    source = {"day": "day", "team": "team_name", "project": "project", "model": "model"}
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row[source[column]]
+            if column == "team" and not value:
+                value = UNALLOCATED
+            cells.append(_csv_cell(value))
+        for metric in CSV_METRIC_COLUMNS:
+            totals[metric] += row[metric]
+            cells.append(_csv_cell(row[metric]))
+        yield writer.writerow(cells)
+    label = ["TOTAL"] + [""] * (len(columns) - 1) if columns else []
+    yield writer.writerow([*label, *(_csv_cell(totals[m]) for m in CSV_METRIC_COLUMNS)])
+
+
+class UsageExportCsvApi(TenantApi):
+    """GET /v1/usage/export.csv: the month's chargeback, streamed from the daily roll-ups."""
+
+    def perform_content_negotiation(self, request, force=False):
+        # The CSV itself bypasses renderers; errors are always the JSON envelope, whatever Accept says.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="usage_export_csv",
+        parameters=[
+            OpenApiParameter("month", str, pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+                             description="YYYY-MM, the tenant's calendar month; default the current month."),
+            OpenApiParameter("group_by", str, description="Comma-separated columns among day, team, project, "
+                             "model (default all four: one row per day × team × project × model)."),
+        ],
+        responses={(200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description="CSV with a header row; teams absent from events appear as UNALLOCATED; the last row, "
+                        "labelled TOTAL, sums the month exactly (costs in USD at stored precision).",
+            examples=[OpenApiExample("November 2026", value=(
+                "day,team,project,model,events,prompt_tokens,completion_tokens,cost_usd\r\n"
+                "2026-11-01,payments-eng,checkout-service,gpt-4o,12,14400,3600,0.0540000000\r\n"
+                "2026-11-01,UNALLOCATED,,gpt-4o-mini,3,900,300,0.0036000000\r\n"
+                "TOTAL,,,,15,15300,3900,0.0576000000\r\n"))],
+        )},
+        tags=["usage"],
+    )
+    def get(self, request):
+        month_text = (request.query_params.get("month") or "").strip()
+        if month_text:
+            match = _MONTH.match(month_text)
+            if not match or int(match.group(1)) < 2000:
+                raise validation_error({"month": ["Must be a month as YYYY-MM (from 2000-01), e.g. 2026-11."]})
+            month = datetime.date(int(match.group(1)), int(match.group(2)), 1)
+        else:
+            month = tenant_month_days(request.tenant)[0]
+        group_by = _parse_group_by(request.query_params.get("group_by")) or list(SUMMARY_DIMENSIONS)
+        # Canonical column order whatever order group_by names them in.
+        columns = [name for name in SUMMARY_DIMENSIONS if name in group_by]
+        rows = spend_month_rows(tenant=request.tenant, month=month,
+                                group_by=None if len(columns) == len(SUMMARY_DIMENSIONS) else columns)
+        response = StreamingHttpResponse(_chargeback_lines(rows, columns), content_type="text/csv; charset=utf-8")
+        filename = f"agentwatch-{request.tenant.slug}-{month:%Y-%m}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+
+class SessionOutputSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    team = serializers.CharField(source="team.name", allow_null=True, default=None)
+    project = OptionalText()
+    spent_usd = _money(help_text="Session spend since it (re)started.")
+    events = serializers.IntegerField()
+    iterations = serializers.IntegerField(help_text="Distinct iteration indexes recorded.")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    last_limit_usd = _money(allow_null=True, help_text="The last limit_usd a budget-check sent; null if none.")
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(help_text="Idle 24 hours: the same id then starts from zero.")
+
+
+class SessionListApi(TenantApi):
+    """GET /v1/sessions: sessions, most recently active first, in keyset pages."""
+
+    @extend_schema(
+        operation_id="sessions_list",
+        parameters=[
+            OpenApiParameter("team", str, description="Team name, case-insensitive."),
+            OpenApiParameter("project", str, description="Project, exact."),
+            *PAGE_PARAMETERS,
+        ],
+        responses={200: inline_serializer("SessionPage", fields={
+            "results": SessionOutputSerializer(many=True),
+            "next": serializers.URLField(allow_null=True, help_text="The next page; null on the last page."),
+        })},
+        tags=["sessions"],
+    )
+    def get(self, request):
+        filters = {}
+        for name, max_length in (("team", 100), ("project", 200)):
+            value = request.query_params.get(name)
+            if value and (len(value) > max_length or "\x00" in value):
+                raise validation_error({name: [f"Must be at most {max_length} characters, without NUL."]})
+            filters[name] = value or None
+        sessions = session_list(tenant=request.tenant, **filters)
+        page = paginate(request, sessions, order=("-last_seen", "-id"))
+        return Response({"results": SessionOutputSerializer(page["results"], many=True).data, "next": page["next"]})
+
+
+class SessionDetailApi(TenantApi):
+    """GET /v1/sessions/{session_id}: one session with its per-iteration breakdown."""
+
+    class OutputSerializer(SessionOutputSerializer):
+        class IterationSerializer(serializers.Serializer):
+            iteration_index = serializers.IntegerField()
+            events = serializers.IntegerField()
+            prompt_tokens = serializers.IntegerField()
+            completion_tokens = serializers.IntegerField()
+            cost_usd = _money(allow_null=True, help_text="Null while none of its events is recorded yet.")
+            timestamp = serializers.DateTimeField(help_text="Its first event's time.")
+
+        iteration_list = IterationSerializer(many=True, help_text="Up to the latest 1,000 iterations, ascending.")
+
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        parameters=[OpenApiParameter("session_id", str, OpenApiParameter.PATH,
+                                     description="The session id the SDK sent (may contain '/').")],
+        responses={200: OutputSerializer},
+        tags=["sessions"],
+    )
+    def get(self, request, session_id: str):
+        session = session_get(tenant=request.tenant, session_id=session_id)
+        session.iteration_list = session_iterations(tenant=request.tenant, session_id=session.session_id)
+        return Response(self.OutputSerializer(session).data)
+
+
+class TeamListApi(TenantApi):
+    """GET /v1/teams: the tenant's teams with month-to-date spend (tenant-local month) from the roll-ups."""
+
+    class OutputSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        created_at = serializers.DateTimeField()
+        month_spend_usd = _money(help_text="Month-to-date spend in the tenant's calendar month.")
+        month_events = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="teams_list",
+        responses={200: inline_serializer("TeamList", fields={
+            "month": serializers.CharField(help_text="YYYY-MM, the tenant's current month."),
+            "results": OutputSerializer(many=True),
+        })},
+        tags=["teams"],
+    )
+    def get(self, request):
+        month = tenant_month_days(request.tenant)[0]
+        teams = team_spend_list(tenant=request.tenant)
+        return Response({"month": f"{month:%Y-%m}", "results": self.OutputSerializer(teams, many=True).data})

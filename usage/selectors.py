@@ -1,7 +1,17 @@
+import datetime
+from collections.abc import Iterator
+from decimal import Decimal
+
+from django.db.models import Count, Min, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from tenants.models import Tenant
-from usage.models import SessionState, UsageEvent
+from agentwatch_site.dates import month_start, next_month_start, tenant_month_days
+from agentwatch_site.errors import validation_error
+from tenants.models import Team, Tenant
+from tenants.selectors import get_for_tenant_or_404, team_list
+from usage.filters import UsageEventFilter
+from usage.models import DailySpend, SessionState, UsageEvent
 
 
 def ingest_lag_seconds() -> float:
@@ -17,3 +27,106 @@ def ingest_lag_seconds() -> float:
 
 def session_state_get(*, tenant: Tenant, session_id: str) -> SessionState | None:
     return SessionState.objects.filter(tenant=tenant, session_id=session_id).first()
+
+
+def event_list(*, tenant: Tenant, filters) -> QuerySet[UsageEvent]:
+    """The tenant's events matching `filters` (a QueryDict or dict of UsageEventFilter parameters), newest first
+    (timestamp, then id, both descending: a stable order for keyset paging). Invalid filters raise a 400
+    validation_error whose `fields` name each bad parameter."""
+    filterset = UsageEventFilter(filters if filters is not None else {},
+                                 queryset=UsageEvent.objects.for_tenant(tenant))
+    if not filterset.is_valid():
+        raise validation_error({name: [str(m) for m in messages] for name, messages in filterset.errors.items()})
+    return filterset.qs.order_by("-timestamp", "-id")
+
+
+SUMMARY_DIMENSIONS = {"day": "day", "team": "team_name", "project": "project", "model": "model"}
+SPEND_METRICS = ("events", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def spend_summary(*, tenant: Tenant, group_by: list[str], day_from: datetime.date | None = None,
+                  day_to: datetime.date | None = None) -> list[dict]:
+    """Spend from the daily roll-ups (never the raw events), one dict per group, days inclusive and tenant-local.
+    Rows: {"day"?, "team_name"?, "project"?, "model"?, "events", "prompt_tokens", "completion_tokens",
+    "cost_usd"}, ordered by the group columns; without group_by, one row for the whole range."""
+    columns = [SUMMARY_DIMENSIONS[name] for name in group_by]
+    rows = DailySpend.objects.for_tenant(tenant)
+    if day_from is not None:
+        rows = rows.filter(day__gte=day_from)
+    if day_to is not None:
+        rows = rows.filter(day__lte=day_to)
+    if not columns:
+        total = rows.aggregate(**{m: Sum(m) for m in SPEND_METRICS})
+        return [{m: total[m] or (Decimal("0") if m == "cost_usd" else 0) for m in SPEND_METRICS}]
+    return list(rows.values(*columns).annotate(**{m: Sum(m) for m in SPEND_METRICS}).order_by(*columns))
+
+
+def spend_month_rows(*, tenant: Tenant, month: datetime.date, group_by: list[str] | None = None) -> Iterator[dict]:
+    """The chargeback rows of the tenant's calendar month starting `month` (DailySpend.day is tenant-local):
+    one per day × team × project × model, or per `group_by` columns; streamed from the database in chunks."""
+    start, end = month_start(month), next_month_start(month)
+    rows = DailySpend.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+    if group_by:
+        columns = [SUMMARY_DIMENSIONS[name] for name in group_by]
+        rows = rows.values(*columns).annotate(**{m: Sum(m) for m in SPEND_METRICS}).order_by(*columns)
+    else:
+        columns = list(SUMMARY_DIMENSIONS.values())
+        rows = rows.order_by(*columns).values(*columns, *SPEND_METRICS)
+    return rows.iterator(chunk_size=2000)
+
+
+def session_list(*, tenant: Tenant, team: str | None = None, project: str | None = None) -> QuerySet[SessionState]:
+    sessions = SessionState.objects.for_tenant(tenant).select_related("team")
+    if team:
+        sessions = sessions.filter(team__name__iexact=team)
+    if project:
+        sessions = sessions.filter(project=project)
+    return sessions.order_by("-last_seen", "-id")
+
+
+def session_get(*, tenant: Tenant, session_id: str) -> SessionState:
+    """One session of the tenant, or Http404 (another tenant's session is simply not found)."""
+    return get_for_tenant_or_404(SessionState, tenant=tenant, session_id=session_id)
+
+
+SESSION_ITERATIONS_SHOWN = 1000
+
+
+def session_iterations(*, tenant: Tenant, session_id: str, limit: int = SESSION_ITERATIONS_SHOWN) -> list[dict]:
+    """Per iteration_index of a session's events (the latest `limit`, ascending): events, tokens, cost (recorded
+    events only) and the time of its first event."""
+    rows = (
+        UsageEvent.objects.for_tenant(tenant)
+        .filter(session_id=session_id, iteration_index__isnull=False)
+        .values("iteration_index")
+        .annotate(events=Count("id"), prompt_tokens=Sum("prompt_tokens"),
+                  completion_tokens=Sum("completion_tokens"), cost_usd=Sum("cost_usd"), timestamp=Min("timestamp"))
+        .order_by("-iteration_index")[:limit]
+    )
+    return sorted(rows, key=lambda row: row["iteration_index"])
+
+
+def team_spend_list(*, tenant: Tenant, moment: datetime.datetime | None = None) -> QuerySet[Team]:
+    """The tenant's teams with month-to-date spend and events (tenant-local month) in one query."""
+    start, end = tenant_month_days(tenant, moment)
+    month = (
+        DailySpend.objects.filter(tenant=tenant, day__gte=start, day__lt=end, team_name=OuterRef("name"))
+        .order_by().values("team_name")
+    )
+    return (
+        team_list(tenant=tenant)
+        .annotate(
+            month_spend_usd=Coalesce(Subquery(month.annotate(s=Sum("cost_usd")).values("s")),
+                                     Value(Decimal("0")), output_field=DailySpend._meta.get_field("cost_usd")),
+            month_events=Coalesce(Subquery(month.annotate(n=Sum("events")).values("n")), Value(0),
+                                  output_field=DailySpend._meta.get_field("events")),
+        )
+    )
+
+
+def session_top_spenders(*, tenant: Tenant, since: datetime.datetime, limit: int = 5) -> list[SessionState]:
+    """The sessions active since `since` that spent most (the Overview's "top sessions")."""
+    return list(
+        SessionState.objects.for_tenant(tenant).filter(last_seen__gte=since).select_related("team")
+        .order_by("-spent_usd", "-id")[:limit]
+    )

@@ -71,3 +71,34 @@ def anomaly_notify(anomaly_id: int) -> None:
     from usage.services.anomalies import anomaly_notify as notify
 
     notify(anomaly_id=anomaly_id)
+
+
+@shared_task(acks_late=True, time_limit=600, ignore_result=True)
+def expire_sessions() -> int:
+    """Beat, hourly: delete session states idle for 24 hours (their events stay)."""
+    from usage.services.retention import session_states_expire
+
+    deleted = session_states_expire()
+    if deleted:
+        logger.info("expired session states count=%s", deleted)
+    return deleted
+
+
+@shared_task(acks_late=True, time_limit=300, ignore_result=True)
+def detect_spend_spikes() -> int:
+    """Beat, every 15 minutes: last full hour per team against its 7-day hourly baseline."""
+    from usage.services.anomalies import spend_spikes_detect
+
+    return len(spend_spikes_detect())
+
+
+@shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60, ignore_result=True)
+def purge_expired_events() -> int:
+    """Beat, daily: retention purge. Not acks_late: a purge cut short is simply resumed by the next day's run."""
+    from usage.services.retention import PurgeAlreadyRunning, purge_expired
+
+    try:
+        return purge_expired().events_deleted
+    except PurgeAlreadyRunning:
+        logger.warning("retention purge skipped: another purge is running")
+        return 0

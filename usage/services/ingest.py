@@ -232,9 +232,17 @@ def recorder_wake() -> None:
     the beat sweep records the events instead."""
     from usage.tasks import record_pending_events
 
+    flagged = False
     try:
-        if cache.add(WAKE_KEY, 1, timeout=WAKE_TTL_SECONDS):
+        flagged = cache.add(WAKE_KEY, 1, timeout=WAKE_TTL_SECONDS)
+        if flagged:
             record_pending_events.delay()
     except Exception as exc:
         logger.warning("could not wake the recorder; the sweep will record the events error=%s",
                        type(exc).__name__)
+        if flagged:
+            # The flag is set but no wake-up went out: let the next request try again (e.g. Redis just came back).
+            try:
+                cache.delete(WAKE_KEY)
+            except Exception:
+                logger.debug("could not clear the wake flag")

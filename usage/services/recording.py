@@ -151,8 +151,14 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
     for event in events:
         by_session[event.session_id].append(event)
     session_ids = sorted(by_session)
+    # A session starts when its first event was received (not when a worker got to it), so an iteration index
+    # re-sent later is recognised as already counted.
+    # Activity is dated by receipt, not by when a worker got to it (a sweep after an outage is late).
+    started = {sid: min(e.received_at for e in batch) for sid, batch in by_session.items()}
+    active = {sid: max(e.received_at for e in batch) for sid, batch in by_session.items()}
     SessionState.objects.bulk_create(
-        [SessionState(tenant=tenant, session_id=sid, first_seen=now, last_seen=now, expires_at=now + SESSION_TTL)
+        [SessionState(tenant=tenant, session_id=sid, first_seen=started[sid], last_seen=active[sid],
+                      expires_at=active[sid] + SESSION_TTL)
          for sid in session_ids],
         ignore_conflicts=True,
     )
@@ -163,14 +169,17 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
     states = {state.session_id: state for state in states}
     seen_iterations = _recorded_iterations(tenant, by_session)
     last_limits = _last_limits(tenant, session_ids)
-    open_loops = {a.session_id: a for a in Anomaly.objects.filter(
-        tenant=tenant, kind=Anomaly.Kind.RUNAWAY_LOOP, status=Anomaly.Status.OPEN, session_id__in=session_ids)}
+    # The latest loop anomaly per session, open or acknowledged (an acknowledged run must not reopen itself).
+    latest_loops = {a.session_id: a for a in Anomaly.objects.filter(
+        tenant=tenant, kind=Anomaly.Kind.RUNAWAY_LOOP, session_id__in=session_ids).order_by("id")}
 
     for session_id in session_ids:
         state = states[session_id]
         batch = by_session[session_id]
-        if state.events and state.expires_at <= now:
-            _reset_session(state, now)
+        if state.events and state.expires_at <= started[session_id]:
+            _reset_session(state, started=started[session_id])
+        elif started[session_id] < state.first_seen:
+            state.first_seen = started[session_id]  # two workers recorded its first events out of order
         known = {idx for idx, received in seen_iterations.get(session_id, []) if received >= state.first_seen}
         new_iterations = set()
         for event in sorted(batch, key=lambda e: (e.iteration_index is None, e.iteration_index or 0, e.pk)):
@@ -187,11 +196,11 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
                     new_iterations.add(event.iteration_index)
                 _remember_prompt(state, event.iteration_index, event.prompt_tokens)
         state.iterations += len(new_iterations)
-        state.last_seen = max(state.last_seen, now)
+        state.last_seen = max(state.last_seen, active[session_id])
         state.expires_at = state.last_seen + SESSION_TTL
         if session_id in last_limits:
             state.last_limit_usd = last_limits[session_id]
-        anomaly_id = _detect_runaway_loop(tenant, state, open_loops.get(session_id), now=now)
+        anomaly_id = _detect_runaway_loop(tenant, state, latest_loops.get(session_id), now=now)
         if anomaly_id:
             result.anomalies.append(anomaly_id)
     SessionState.objects.bulk_update(
@@ -201,13 +210,13 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
     )
 
 
-def _reset_session(state: SessionState, now) -> None:
+def _reset_session(state: SessionState, *, started) -> None:
     """Idle for 24 hours: the same id starts from zero (its events stay)."""
     state.spent_usd = Decimal("0")
     state.prompt_tokens = state.completion_tokens = state.events = state.iterations = 0
     state.recent_prompts = {}
-    state.first_seen = now
-    state.last_seen = now
+    state.first_seen = started
+    state.last_seen = started
     state.last_limit_usd = None
 
 
@@ -246,6 +255,11 @@ def _detect_runaway_loop(tenant: Tenant, state: SessionState, anomaly: Anomaly |
     if window is None:
         return None
     last_iteration = window["iterations"][-1]
+    if anomaly is not None and anomaly.status != Anomaly.Status.OPEN:
+        # Acknowledged in this session's lifetime: only growth past the run it covered opens a new one.
+        if anomaly.last_seen >= state.first_seen and last_iteration <= anomaly.details.get("last_iteration", -1):
+            return None
+        anomaly = None
     if anomaly is not None:
         if last_iteration <= anomaly.details.get("last_iteration", -1):
             return None

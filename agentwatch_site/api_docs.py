@@ -1,0 +1,23 @@
+"""The two public /v1 routes: /v1/schema (the OpenAPI 3 document) and /v1/docs (Swagger UI from
+drf-spectacular-sidecar's static files, no CDN). Neither needs an API key."""
+
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.permissions import AllowAny
+
+
+class SchemaView(SpectacularAPIView):
+    """GET /v1/schema: the OpenAPI 3 document (YAML; `?format=json` for JSON). No API key needed."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+
+class DocsView(SpectacularSwaggerSplitView):
+    """GET /v1/docs: Swagger UI from local static files (no CDN); its init script is a separate request so the
+    strict Content-Security-Policy (script-src 'self') holds."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    template_name = "api_docs.html"
+    url_name = "api-schema"
+    title = "AgentWatch API"

@@ -1,0 +1,289 @@
+import logging
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from urllib.parse import unquote_to_bytes
+
+from django.core.cache import cache
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from agentwatch_site.errors import NotFound, validation_error
+from budgets.selectors import (
+    alert_list,
+    budget_list_with_spend,
+    budget_status,
+    budget_with_spend,
+    session_budget_check,
+)
+from budgets.serializers import BudgetInputSerializer
+from budgets.services import budget_delete, budget_update, budget_upsert
+from tenants.api_base import TelemetryApi, TenantApi
+from tenants.selectors import team_by_name
+from tenants.webhook_api import PAGE_PARAMETERS, id_cursor_page
+from usage.services.recording import LAST_LIMIT_CACHE_KEY, SESSION_TTL
+
+logger = logging.getLogger(__name__)
+
+SEED_EXAMPLE = {"team": "backend-engineers", "monthly_budget_usd": 500.00, "alert_threshold_pct": 80,
+                "hard_stop": True}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _money(**kwargs):
+    return serializers.DecimalField(max_digits=None, decimal_places=10, coerce_to_string=False, **kwargs)
+
+
+class BudgetOutput(serializers.Serializer):
+    team = serializers.CharField()
+    monthly_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+    alert_threshold_pct = serializers.IntegerField()
+    hard_stop = serializers.BooleanField()
+    current_spend = _money(help_text="Month-to-date spend (tenant's calendar month).")
+    pct_used = serializers.DecimalField(max_digits=None, decimal_places=2, coerce_to_string=False)
+    status = serializers.ChoiceField(choices=["ok", "alert", "exceeded"])
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+def budget_output(budget) -> dict:
+    data = budget_status(budget, budget.current_spend)
+    data.update(alert_threshold_pct=budget.alert_threshold_pct, created_at=budget.created_at,
+                updated_at=budget.updated_at)
+    return BudgetOutput(data).data
+
+
+def _actor(request) -> dict:
+    return {"actor_key": getattr(request, "api_key", None)}
+
+
+def _team_or_404(request, name: str):
+    team = team_by_name(tenant=request.tenant, name=name)
+    if team is None:
+        raise NotFound(f"No team named {name[:100]!r} in this organisation.", code="team_not_found")
+    return team
+
+
+def _budget_or_404(request, name: str):
+    team = _team_or_404(request, name)
+    budget = budget_with_spend(tenant=request.tenant, team=team)
+    if budget is None:
+        raise NotFound(f"Team {team.name!r} has no budget set: create one with POST /v1/teams/budgets.",
+                       code="budget_not_found")
+    return budget
+
+
+class TeamBudgetListApi(TenantApi):
+    """GET: every team budget with its month-to-date spend. POST: create or replace one team's budget."""
+
+    @extend_schema(responses=BudgetOutput(many=True), tags=["budgets"])
+    def get(self, request):
+        budgets = budget_list_with_spend(tenant=request.tenant)
+        return Response({"data": [budget_output(b) for b in budgets]})
+
+    @extend_schema(
+        request=BudgetInputSerializer,
+        responses={200: BudgetOutput, 201: BudgetOutput},
+        examples=[OpenApiExample("Seed example", value=SEED_EXAMPLE, request_only=True)],
+        description="Creates the team if needed and creates (201) or replaces (200) its budget.",
+        tags=["budgets"],
+    )
+    def post(self, request):
+        data = BudgetInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        budget, created = budget_upsert(tenant=request.tenant, team_name=values.pop("team"), **values,
+                                        **_actor(request))
+        budget = budget_with_spend(tenant=request.tenant, team=budget.team)
+        return Response(budget_output(budget), status=201 if created else 200)
+
+
+
+class TeamBudgetDetailApi(TenantApi):
+    """One team's budget; the team name in the path is matched ignoring case."""
+
+    @extend_schema(responses=BudgetOutput, tags=["budgets"])
+    def get(self, request, team: str):
+        return Response(budget_output(_budget_or_404(request, team)))
+
+    @extend_schema(request=BudgetInputSerializer(partial=True), responses=BudgetOutput, tags=["budgets"])
+    def patch(self, request, team: str):
+        budget = _budget_or_404(request, team)
+        data = BudgetInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        budget_update(budget=budget, **data.validated_data, **_actor(request))
+        return Response(budget_output(_budget_or_404(request, team)))
+
+    @extend_schema(responses={204: None}, tags=["budgets"])
+    def delete(self, request, team: str):
+        budget_delete(budget=_budget_or_404(request, team), **_actor(request))
+        return Response(status=204)
+
+
+class TeamBudgetCheckApi(TenantApi):
+    class OutputSerializer(serializers.Serializer):
+        team = serializers.CharField()
+        monthly_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+        current_spend = _money()
+        pct_used = serializers.DecimalField(max_digits=None, decimal_places=2, coerce_to_string=False)
+        hard_stop = serializers.BooleanField()
+        status = serializers.ChoiceField(choices=["ok", "alert", "exceeded"])
+
+    @extend_schema(
+        parameters=[OpenApiParameter("team", str, required=True, description="Team name, ignoring case.")],
+        responses=OutputSerializer, tags=["budgets"],
+    )
+    def get(self, request):
+        name = request.query_params.get("team", "")
+        if not name.strip():
+            raise validation_error({"team": ["This query parameter is required, e.g. ?team=backend-engineers."]})
+        budget = _budget_or_404(request, name)
+        return Response(self.OutputSerializer(budget_status(budget, budget.current_spend)).data)
+
+
+# --- The aw-sdk pre-call check ----------------------------------------------------------------------
+
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def raw_query_params(query_string: str) -> dict[str, str]:
+    """Split the raw query string on "&" and "=" and percent-decode each part, keeping "+" a plus: aw-sdk
+    builds the URL with an f-string and does not escape the session id, and ingest stored the id from JSON.
+    The first occurrence of a name wins. Undecodable UTF-8 raises UnicodeDecodeError."""
+    try:
+        raw = query_string.encode("latin-1")  # WSGI carries the bytes as latin-1 text (PEP 3333)
+    except UnicodeEncodeError:
+        raw = query_string.encode("utf-8")
+    params: dict[str, str] = {}
+    for part in raw.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        name_text = unquote_to_bytes(name).decode("utf-8")
+        if name_text not in params:
+            params[name_text] = unquote_to_bytes(value).decode("utf-8")
+    return params
+
+
+def _parse_limit(text: str | None, errors: dict) -> Decimal | None:
+    if text is None or text == "":
+        errors["limit_usd"] = ["This query parameter is required: the session budget in USD, e.g. 2.0."]
+        return None
+    if len(text) > 64 or not _FLOAT.fullmatch(text):
+        errors["limit_usd"] = ["Must be a number (e.g. 2, 2.0 or 1e-05)."]
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        errors["limit_usd"] = ["Must be a number (e.g. 2, 2.0 or 1e-05)."]
+        return None
+    if not math.isfinite(float(text)):
+        errors["limit_usd"] = ["Must be a finite number."]
+        return None
+    if value < 0:
+        errors["limit_usd"] = ["Must be greater than or equal to 0."]
+        return None
+    return value
+
+
+class SessionBudgetCheckApi(TelemetryApi):
+    """GET /v1/budget-check — aw-sdk's check before each call. Valid requests always get 200 (the SDK treats any
+    other answer as an outage and fails open). Reads only; the limit seen is remembered in the cache."""
+
+    class OutputSerializer(serializers.Serializer):
+        class TeamOutput(serializers.Serializer):
+            team = serializers.CharField()
+            status = serializers.ChoiceField(choices=["ok", "alert", "exceeded"])
+            pct_used = serializers.FloatField()
+            hard_stop = serializers.BooleanField()
+            monthly_budget_usd = serializers.FloatField()
+            current_spend = serializers.FloatField()
+            blocks = serializers.BooleanField(help_text="true when this team is what blocks the call.")
+
+        session_id = serializers.CharField()
+        exceeded = serializers.BooleanField()
+        spent_usd = serializers.FloatField()
+        limit_usd = serializers.FloatField()
+        remaining_usd = serializers.FloatField()
+        reason = serializers.ChoiceField(choices=["session_budget", "team_budget"], allow_null=True)
+        team = TeamOutput(allow_null=True)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("session_id", str, required=True,
+                             description="Printable, up to 200 characters; `+` is a plus. `&` and `#` cannot "
+                                         "be part of an id sent unescaped."),
+            OpenApiParameter("limit_usd", float, required=True, description="Session budget in USD, ≥ 0."),
+            OpenApiParameter("team", str, description="Team to check too (default: the session's team)."),
+        ],
+        responses=OutputSerializer, tags=["telemetry"],
+    )
+    def get(self, request):
+        errors: dict[str, list[str]] = {}
+        try:
+            params = raw_query_params(request.META.get("QUERY_STRING", ""))
+        except UnicodeDecodeError:
+            raise validation_error({"non_field_errors": ["The query string is not valid UTF-8."]}) from None
+        session_id = params.get("session_id", "")
+        if not session_id:
+            errors["session_id"] = ["This query parameter is required."]
+        elif len(session_id) > 200:
+            errors["session_id"] = [f"Must be at most 200 characters (got {len(session_id)})."]
+        elif not session_id.isprintable():
+            errors["session_id"] = ["Must contain printable characters only."]
+        limit = _parse_limit(params.get("limit_usd"), errors)
+        team = params.get("team") or None
+        if team is not None and (len(team) > 100 or _CONTROL.search(team)):
+            errors["team"] = ["Must be at most 100 characters, without control characters."]
+        if errors:
+            raise validation_error(errors)
+
+        result = session_budget_check(tenant=request.tenant, session_id=session_id, limit_usd=limit, team_name=team)
+        _remember_limit(request.tenant.pk, session_id, limit)
+        return Response(_as_numbers(result))
+
+
+def _as_numbers(result: dict) -> dict:
+    """Money and percentages as JSON numbers (aw-sdk formats spent/limit as floats)."""
+    out = {key: float(value) if isinstance(value, Decimal) else value for key, value in result.items()}
+    if result["team"] is not None:
+        out["team"] = {key: float(value) if isinstance(value, Decimal) else value
+                       for key, value in result["team"].items()}
+    return out
+
+
+def _remember_limit(tenant_id: int, session_id: str, limit: Decimal) -> None:
+    """The last limit per session is shown on Sessions; the recorder copies it into SessionState, so this path
+    writes nothing to the database. A cache outage only loses that display value."""
+    try:
+        cache.set(LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant_id, session_id=session_id), str(limit),
+                  timeout=int(SESSION_TTL.total_seconds()))
+    except Exception as exc:
+        logger.warning("could not remember session limit error=%s", type(exc).__name__)
+
+
+# --- Alerts ---------------------------------------------------------------------------------------------
+
+class AlertOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.name")
+    month = serializers.DateField()
+    level = serializers.CharField()
+    threshold_pct = serializers.IntegerField()
+    spend_usd = _money()
+    budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+    created_at = serializers.DateTimeField()
+
+
+class AlertListApi(TenantApi):
+    """Budget alerts, newest first."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("team", str, description="Only this team's alerts."), *PAGE_PARAMETERS],
+        responses=AlertOutput(many=True), tags=["budgets"],
+    )
+    def get(self, request):
+        alerts = alert_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)
+        rows, next_cursor = id_cursor_page(alerts, request.query_params)
+        return Response({"data": AlertOutput(rows, many=True).data, "next_cursor": next_cursor})

@@ -1,0 +1,61 @@
+"""Validation of a team budget, shared by the REST API and the dashboard's Budgets page (one code path)."""
+
+import re
+from decimal import Decimal
+
+from rest_framework import serializers
+
+MAX_MONTHLY_BUDGET_USD = Decimal("10000000")
+DEFAULT_ALERT_THRESHOLD_PCT = 80
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true/false only: DRF's BooleanField also takes "yes", "on", 1…, which hides client mistakes."""
+
+    default_error_messages = {"invalid": "Must be a JSON boolean (true or false)."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid")
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only (DRF's CharField turns 42 into "42")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class BudgetInputSerializer(serializers.Serializer):
+    """A team budget as POSTed (all fields) or PATCHed (`partial=True`: only the fields sent)."""
+
+    team = StrictCharField(
+        min_length=1, max_length=100, help_text="Team name (1–100 characters, matched ignoring case)."
+    )
+    monthly_budget_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=2, coerce_to_string=False,
+        help_text="Monthly budget in USD: greater than 0, at most 2 decimal places, at most 10,000,000.",
+    )
+    alert_threshold_pct = serializers.IntegerField(
+        min_value=1, max_value=100, default=DEFAULT_ALERT_THRESHOLD_PCT,
+        help_text="Percent of the budget at which an alert is sent (1–100, default 80).",
+    )
+    hard_stop = StrictBooleanField(
+        default=False, help_text="true: aw-sdk calls of this team are blocked once the budget is reached."
+    )
+
+    def validate_team(self, value: str) -> str:
+        if _CONTROL.search(value):
+            raise serializers.ValidationError("Must not contain control characters.")
+        return value
+
+    def validate_monthly_budget_usd(self, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        if value > MAX_MONTHLY_BUDGET_USD:
+            raise serializers.ValidationError(f"Must be at most {MAX_MONTHLY_BUDGET_USD:,}.")
+        return value

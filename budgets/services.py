@@ -1,0 +1,217 @@
+"""Writes: team budgets (each change audited) and threshold alerts."""
+
+import logging
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agentwatch_site.dates import tenant_month_days
+from agentwatch_site.errors import InvalidRequest
+from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
+from budgets.selectors import month_spend_subquery, pct_used
+from tenants.models import ApiKey, Tenant
+from tenants.services import team_get_or_create
+
+logger = logging.getLogger(__name__)
+
+CHANGEABLE_FIELDS = ("monthly_budget_usd", "alert_threshold_pct", "hard_stop")
+
+
+def _actor_label(actor_user, actor_key: ApiKey | None) -> str:
+    if actor_user is not None:
+        return f"user {actor_user.get_username()}"
+    if actor_key is not None:
+        return f"key {actor_key.prefix}…"
+    return "system"
+
+
+def _snapshot(budget: TeamBudget) -> dict:
+    return {
+        "monthly_budget_usd": str(budget.monthly_budget_usd),
+        "alert_threshold_pct": budget.alert_threshold_pct,
+        "hard_stop": budget.hard_stop,
+    }
+
+
+def _audit(*, budget: TeamBudget, action: str, before: dict | None, after: dict | None, actor_user,
+           actor_key) -> BudgetAuditLog:
+    return BudgetAuditLog.objects.create(
+        tenant_id=budget.tenant_id, team_name=budget.team.name, action=action, actor_user=actor_user,
+        actor_key=actor_key, actor_label=_actor_label(actor_user, actor_key), before=before, after=after,
+    )
+
+
+def _apply(budget: TeamBudget, changes: dict) -> bool:
+    changed = False
+    for name, value in changes.items():
+        if getattr(budget, name) != value:
+            setattr(budget, name, value)
+            changed = True
+    return changed
+
+
+@transaction.atomic
+def budget_upsert(*, tenant: Tenant, team_name: str, monthly_budget_usd: Decimal, alert_threshold_pct: int = 80,
+                  hard_stop: bool = False, actor_user=None, actor_key: ApiKey | None = None) -> tuple[TeamBudget, bool]:
+    """Create the team if needed and create or replace its budget. Returns (budget, created)."""
+    team, _ = team_get_or_create(tenant=tenant, name=team_name)
+    values = {"monthly_budget_usd": Decimal(monthly_budget_usd), "alert_threshold_pct": alert_threshold_pct,
+              "hard_stop": hard_stop}
+    budget = TeamBudget.objects.select_for_update().filter(tenant=tenant, team=team).first()
+    if budget is None:
+        try:
+            with transaction.atomic():
+                budget = TeamBudget.objects.create(tenant=tenant, team=team, **values)
+        except IntegrityError:
+            # A concurrent request created it first: replace what it wrote.
+            budget = TeamBudget.objects.select_for_update().get(tenant=tenant, team=team)
+        else:
+            budget.team = team
+            _audit(budget=budget, action=BudgetAuditLog.Action.CREATED, before=None, after=_snapshot(budget),
+                   actor_user=actor_user, actor_key=actor_key)
+            logger.info("budget created tenant=%s team=%s", tenant.slug, team.name)
+            return budget, True
+    budget.team = team
+    _update(budget, values, actor_user=actor_user, actor_key=actor_key)
+    return budget, False
+
+
+def _update(budget: TeamBudget, changes: dict, *, actor_user, actor_key) -> TeamBudget:
+    before = _snapshot(budget)
+    if _apply(budget, changes):
+        budget.save(update_fields=[*changes, "updated_at"])
+        _audit(budget=budget, action=BudgetAuditLog.Action.UPDATED, before=before, after=_snapshot(budget),
+               actor_user=actor_user, actor_key=actor_key)
+        logger.info("budget updated tenant_id=%s team=%s", budget.tenant_id, budget.team.name)
+    return budget
+
+
+@transaction.atomic
+def budget_update(*, budget: TeamBudget, actor_user=None, actor_key: ApiKey | None = None, **changes) -> TeamBudget:
+    """Change some of monthly_budget_usd, alert_threshold_pct, hard_stop. A `team` equal to the budget's own
+    team (ignoring case) is accepted and ignored; a budget cannot be moved to another team."""
+    team_name = changes.pop("team", None)
+    if team_name is not None and team_name.lower() != budget.team.name.lower():
+        raise InvalidRequest(
+            "A budget cannot be moved to another team: delete it and create one for the other team.",
+            code="validation_error", fields={"team": ["Does not match the team in the URL."]},
+        )
+    unknown = set(changes) - set(CHANGEABLE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unknown budget fields: {', '.join(sorted(unknown))}.", code="validation_error")
+    if "monthly_budget_usd" in changes:
+        changes["monthly_budget_usd"] = Decimal(changes["monthly_budget_usd"])
+    locked = TeamBudget.objects.select_for_update().select_related("team").get(pk=budget.pk)
+    _update(locked, changes, actor_user=actor_user, actor_key=actor_key)
+    for name in (*CHANGEABLE_FIELDS, "updated_at"):
+        setattr(budget, name, getattr(locked, name))
+    return budget
+
+
+@transaction.atomic
+def budget_delete(*, budget: TeamBudget, actor_user=None, actor_key: ApiKey | None = None) -> None:
+    before = _snapshot(budget)
+    deleted, _ = TeamBudget.objects.filter(pk=budget.pk).delete()
+    if deleted:
+        _audit(budget=budget, action=BudgetAuditLog.Action.DELETED, before=before, after=None,
+               actor_user=actor_user, actor_key=actor_key)
+        logger.info("budget deleted tenant_id=%s team=%s", budget.tenant_id, budget.team.name)
+
+
+# --- Threshold alerts ---------------------------------------------------------------------------------
+
+def _levels_reached(budget: TeamBudget, spend: Decimal) -> list[str]:
+    levels = []
+    # At a 100 % threshold the "exceeded" alert says it all; a second message would be noise.
+    if budget.alert_threshold_pct < 100 and spend * 100 >= budget.monthly_budget_usd * budget.alert_threshold_pct:
+        levels.append(BudgetAlert.Level.THRESHOLD)
+    if spend >= budget.monthly_budget_usd:
+        levels.append(BudgetAlert.Level.EXCEEDED)
+    return levels
+
+
+def budget_alerts_check(*, tenant: Tenant, team_ids: list[int], now=None) -> list[BudgetAlert]:
+    """Create the alerts the teams' month-to-date spend now calls for: one per team per month per level.
+    The unique constraint decides races (two workers, a redelivered task): only the insert that wins hands
+    its alert to the webhook sender. Returns the alerts created by this call."""
+    now = now or timezone.now()
+    month, _ = tenant_month_days(tenant, now)
+    budgets = list(
+        TeamBudget.objects.for_tenant(tenant).filter(team_id__in=team_ids).select_related("team")
+        .annotate(current_spend=month_spend_subquery(tenant, moment=now))
+    )
+    if not budgets:
+        return []
+    existing = set(
+        BudgetAlert.objects.for_tenant(tenant).filter(team_id__in=[b.team_id for b in budgets], month=month)
+        .values_list("team_id", "level")
+    )
+    created = []
+    for budget in budgets:
+        for level in _levels_reached(budget, budget.current_spend):
+            if (budget.team_id, level) in existing:
+                continue
+            alert = _alert_create(tenant=tenant, budget=budget, month=month, level=level)
+            if alert is not None:
+                created.append(alert)
+    return created
+
+
+def _alert_create(*, tenant: Tenant, budget: TeamBudget, month, level: str) -> BudgetAlert | None:
+    try:
+        with transaction.atomic():
+            alert = BudgetAlert.objects.create(
+                tenant=tenant, team=budget.team, month=month, level=level,
+                threshold_pct=100 if level == BudgetAlert.Level.EXCEEDED else budget.alert_threshold_pct,
+                spend_usd=budget.current_spend, budget_usd=budget.monthly_budget_usd,
+            )
+            _notify(tenant=tenant, budget=budget, alert=alert)
+    except IntegrityError:
+        # Another worker created this alert first; it sends the webhook.
+        return None
+    logger.info("budget alert tenant=%s team=%s level=%s month=%s", tenant.slug, budget.team.name, level, month)
+    return alert
+
+
+def alert_text(alert: BudgetAlert, *, team_name: str, hard_stop: bool) -> str:
+    pct = pct_used(alert.spend_usd, alert.budget_usd)
+    spent = f"${alert.spend_usd.quantize(Decimal('0.01')):,}"
+    budget = f"${alert.budget_usd:,}"
+    month = alert.month.strftime("%B %Y")
+    if alert.level == BudgetAlert.Level.EXCEEDED:
+        consequence = ("Hard stop is on: aw-sdk calls of this team are now blocked." if hard_stop
+                       else "Hard stop is off: calls continue.")
+        return (f"Team {team_name} has exceeded its {budget} monthly budget for {month}: {spent} spent "
+                f"({pct}%). {consequence}")
+    return (f"Team {team_name} has used {pct}% of its {budget} monthly budget for {month} ({spent} spent; "
+            f"alert threshold {alert.threshold_pct}%).")
+
+
+def _notify(*, tenant: Tenant, budget: TeamBudget, alert: BudgetAlert) -> None:
+    """Hand the alert to the webhook sender, in the alert's transaction (the delivery rows commit with it).
+    A failing sender never loses the alert: it is logged and the alert stays listed."""
+    try:
+        from tenants.webhooks import webhook_event_emit
+    except ImportError:
+        logger.warning("webhook sender not installed; alert stored only alert_id=%s", alert.pk)
+        return
+    event_type = "budget.exceeded" if alert.level == BudgetAlert.Level.EXCEEDED else "budget.threshold"
+    data = {
+        "alert_id": alert.pk,
+        "team": budget.team.name,
+        "month": alert.month.isoformat(),
+        "level": alert.level,
+        "threshold_pct": alert.threshold_pct,
+        "spend_usd": float(alert.spend_usd),
+        "monthly_budget_usd": float(alert.budget_usd),
+        "pct_used": float(pct_used(alert.spend_usd, alert.budget_usd)),
+        "hard_stop": budget.hard_stop,
+    }
+    try:
+        with transaction.atomic():
+            webhook_event_emit(tenant=tenant, event_type=event_type,
+                               text=alert_text(alert, team_name=budget.team.name, hard_stop=budget.hard_stop),
+                               data=data, event_id=f"budget-alert-{alert.pk}")
+    except Exception:
+        logger.exception("could not hand budget alert to the webhook sender alert_id=%s", alert.pk)

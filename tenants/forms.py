@@ -1,0 +1,105 @@
+import hashlib
+import logging
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.cache import cache
+
+from tenants.models import ApiKey, Membership, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+LOGIN_MAX_FAILURES = getattr(settings, "LOGIN_MAX_FAILURES", 5)
+LOGIN_FAILURE_WINDOW_SECONDS = getattr(settings, "LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60)
+
+
+def _client_ip(request) -> str:
+    return (request.META.get("REMOTE_ADDR") or "unknown") if request is not None else "unknown"
+
+
+def login_failure_key(username: str, ip: str) -> str:
+    digest = hashlib.sha256(f"{username.strip().lower()}|{ip}".encode()).hexdigest()[:32]
+    return f"login-fail:{digest}"
+
+
+class ThrottledLoginForm(AuthenticationForm):
+    """Django's sign-in form, refusing a username from an address after LOGIN_MAX_FAILURES failed attempts
+    within LOGIN_FAILURE_WINDOW_SECONDS, before the password is even checked (so guessing stops paying)."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "throttled": "Too many failed sign-in attempts. Wait 15 minutes and try again.",
+    }
+
+    def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        key = login_failure_key(username, _client_ip(self.request))
+        try:
+            failures = cache.get(key, 0)
+        except Exception:
+            logger.warning("login throttle cache unavailable")
+            failures = 0
+        if failures >= LOGIN_MAX_FAILURES:
+            raise forms.ValidationError(self.error_messages["throttled"], code="throttled")
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            self._count_failure(key)
+            raise
+
+    @staticmethod
+    def _count_failure(key: str) -> None:
+        try:
+            if not cache.add(key, 1, LOGIN_FAILURE_WINDOW_SECONDS):
+                cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, LOGIN_FAILURE_WINDOW_SECONDS)
+        except Exception:
+            logger.warning("login throttle cache unavailable")
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, label="Name", help_text="Where the key is used, e.g. checkout-agent.")
+    scope = forms.ChoiceField(
+        choices=[(ApiKey.Scope.TELEMETRY, "Telemetry — ingest and budget-check (recommended for agents)"),
+                 (ApiKey.Scope.ADMIN, "Admin — everything, for scripts managing budgets")],
+        initial=ApiKey.Scope.TELEMETRY, widget=forms.RadioSelect, label="Scope",
+    )
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the key a name.")
+        return name
+
+
+class MemberAddForm(forms.Form):
+    identifier = forms.CharField(max_length=254, label="Username or e-mail")
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.VIEWER, label="Role")
+
+    def clean_identifier(self):
+        value = self.cleaned_data["identifier"].strip()
+        User = get_user_model()
+        user = User.objects.filter(username__iexact=value).first()
+        if user is None and "@" in value:
+            matches = list(User.objects.filter(email__iexact=value)[:2])
+            user = matches[0] if len(matches) == 1 else None
+        if user is None:
+            raise forms.ValidationError("No user with that username or e-mail. They need an account first.")
+        self.user = user
+        return value
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices, label="Role")
+
+
+class WebhookCreateForm(forms.Form):
+    url = forms.URLField(max_length=500, label="URL", assume_scheme="https")
+    description = forms.CharField(max_length=200, required=False, label="Description")
+    event_types = forms.MultipleChoiceField(
+        choices=WebhookEndpoint.EventType.choices, widget=forms.CheckboxSelectMultiple, label="Events",
+        initial=list(WebhookEndpoint.EventType.values),
+    )

@@ -1,0 +1,350 @@
+"""Webhooks: endpoints, signed deliveries, retries with backoff, and the SSRF guard.
+
+A delivery is one event for one endpoint. It is sent by the `tenants.tasks.webhook_deliver` task; each attempt is
+claimed with a conditional UPDATE (status pending and due), so a redelivered task or the beat retry cannot send
+the same attempt twice. The body is `{"id", "type", "created_at", "text", "data"}`, signed as
+`X-AgentWatch-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>`.
+"""
+
+import datetime
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agentwatch_site.errors import InvalidRequest
+from tenants.models import Tenant, WebhookDelivery, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPES = tuple(WebhookEndpoint.EventType.values)
+TEST_EVENT = "test"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+USER_AGENT = "AgentWatch-Webhooks/1.0"
+# An endpoint whose deliveries have failed (with no success in between) for this long is disabled.
+FAILING_DISABLE_AFTER = datetime.timedelta(hours=24)
+MAX_BACKOFF_SECONDS = 3600
+RETRY_SCAN_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: the URL with its host replaced by the checked address (so a second DNS answer
+    cannot point the request elsewhere), plus the Host header and TLS server name of the original URL."""
+
+    url: str
+    host_header: str | None = None
+    sni_hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response_code: int | None
+    error: str
+    retryable: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.response_code is not None and 200 <= self.response_code < 300
+
+
+class WebhookUrlRefused(InvalidRequest):
+    code = "webhook_url_refused"
+
+    def __init__(self, message: str):
+        super().__init__(message, fields={"url": [message]})
+
+
+# --- URLs and the SSRF guard --------------------------------------------------------------------------------
+
+def _refusal_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_private:
+        return "private"
+    if address.is_multicast or address.is_unspecified or address.is_reserved or not address.is_global:
+        return "non-public"
+    return None
+
+
+def webhook_url_check(url: str, *, resolve: bool = True) -> Target:
+    """Refuse what is not http(s) and, unless WEBHOOK_ALLOW_PRIVATE, hosts resolving to loopback, private or
+    link-local addresses. Returns where to connect (the host pinned to the checked address)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise WebhookUrlRefused("Webhook URL is malformed.") from None
+    if parts.scheme not in ("http", "https"):
+        raise WebhookUrlRefused("Webhook URL must start with http:// or https://.")
+    host = parts.hostname
+    if not host:
+        raise WebhookUrlRefused("Webhook URL has no host.")
+    if parts.username or parts.password:
+        raise WebhookUrlRefused("Webhook URL must not contain a user name or password.")
+    if settings.WEBHOOK_ALLOW_PRIVATE or not resolve:
+        return Target(url=url)
+    port = port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise WebhookUrlRefused(f"Webhook URL host {host!r} does not resolve.") from None
+    addresses = []
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        reason = _refusal_reason(address)
+        if reason:
+            raise WebhookUrlRefused(
+                f"Webhook URL host {host!r} resolves to {address}, a {reason} address; only public addresses "
+                f"are allowed (the operator can set WEBHOOK_ALLOW_PRIVATE=1)."
+            )
+        addresses.append(address)
+    pinned = httpx.URL(url).copy_with(host=str(addresses[0]))
+    return Target(
+        url=str(pinned),
+        host_header=parts.netloc.rpartition("@")[2],
+        sni_hostname=host if parts.scheme == "https" else None,
+    )
+
+
+# --- Endpoints ------------------------------------------------------------------------------------------------
+
+def _check_event_types(event_types: list[str]) -> list[str]:
+    unknown = [t for t in event_types if t not in EVENT_TYPES]
+    if unknown or not event_types:
+        message = f"Event types must be a non-empty list of: {', '.join(EVENT_TYPES)}."
+        raise InvalidRequest(message, code="validation_error", fields={"event_types": [message]})
+    return sorted(set(event_types), key=EVENT_TYPES.index)
+
+
+def webhook_endpoint_create(*, tenant: Tenant, url: str, event_types: list[str], description: str = "",
+                            enabled: bool = True) -> tuple[WebhookEndpoint, str]:
+    """Returns the endpoint and its secret, which the API shows once."""
+    webhook_url_check(url)
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    endpoint = WebhookEndpoint.objects.create(
+        tenant=tenant, url=url, description=description, secret=secret,
+        event_types=_check_event_types(event_types), enabled=enabled,
+    )
+    logger.info("webhook endpoint created tenant=%s endpoint_id=%s", tenant.slug, endpoint.pk)
+    return endpoint, secret
+
+
+def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookEndpoint:
+    """Change url, description, event_types or enabled. Re-enabling clears the automatic-disable state."""
+    if "url" in changes:
+        webhook_url_check(changes["url"])
+        endpoint.url = changes["url"]
+    if "description" in changes:
+        endpoint.description = changes["description"]
+    if "event_types" in changes:
+        endpoint.event_types = _check_event_types(changes["event_types"])
+    if "enabled" in changes:
+        if changes["enabled"] and not endpoint.enabled:
+            endpoint.failing_since = None
+            endpoint.disabled_reason = ""
+        endpoint.enabled = changes["enabled"]
+    endpoint.save()
+    return endpoint
+
+
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    endpoint.delete()
+
+
+def webhook_endpoint_list(*, tenant: Tenant):
+    return WebhookEndpoint.objects.for_tenant(tenant).order_by("-created_at", "-id")
+
+
+def webhook_delivery_list(*, endpoint: WebhookEndpoint):
+    return WebhookDelivery.objects.filter(endpoint=endpoint).order_by("-id")
+
+
+# --- Emitting events ------------------------------------------------------------------------------------------
+
+def _derived_event_id(tenant: Tenant, event_type: str, data: dict) -> str:
+    """The same event emitted twice (a redelivered task) gets the same id, so it is delivered once."""
+    canonical = json.dumps([tenant.pk, event_type, data], sort_keys=True, separators=(",", ":"), default=str)
+    return "evt_" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _enqueue_after_commit(delivery_id: int) -> None:
+    def send():
+        from tenants.tasks import webhook_deliver
+
+        try:
+            webhook_deliver.delay(delivery_id)
+        except Exception as exc:
+            logger.warning("could not enqueue webhook delivery; the retry task will send it delivery_id=%s "
+                           "error=%s", delivery_id, type(exc).__name__)
+
+    transaction.on_commit(send)
+
+
+def webhook_event_emit(*, tenant: Tenant, event_type: str, text: str, data: dict,
+                       event_id: str | None = None) -> list[WebhookDelivery]:
+    """One delivery per enabled endpoint subscribed to `event_type`; idempotent per endpoint and event id (by
+    default derived from the type and data). New deliveries are sent by a task after the commit."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {event_type!r}")
+    event_id = event_id or _derived_event_id(tenant, event_type, data)
+    endpoints = [e for e in WebhookEndpoint.objects.for_tenant(tenant).filter(enabled=True).order_by("id")
+                 if event_type in e.event_types]
+    if not endpoints:
+        return []
+    payload = {"id": event_id, "type": event_type, "created_at": timezone.now().isoformat(), "text": text,
+               "data": data}
+    deliveries = []
+    with transaction.atomic():
+        for endpoint in endpoints:
+            delivery, created = WebhookDelivery.objects.get_or_create(
+                endpoint=endpoint, event_id=event_id,
+                defaults={"tenant": tenant, "event_type": event_type, "payload": payload},
+            )
+            deliveries.append(delivery)
+            if created:
+                _enqueue_after_commit(delivery.pk)
+    return deliveries
+
+
+def webhook_test_send(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """A `test` event, attempted once right away (no retries); the delivery shows what happened."""
+    payload = {
+        "id": "evt_" + secrets.token_hex(16), "type": TEST_EVENT, "created_at": timezone.now().isoformat(),
+        "text": f"AgentWatch test event for {endpoint.description or endpoint.url}.",
+        "data": {"endpoint_id": endpoint.pk},
+    }
+    delivery = WebhookDelivery.objects.create(
+        tenant_id=endpoint.tenant_id, endpoint=endpoint, event_id=payload["id"], event_type=TEST_EVENT,
+        payload=payload,
+    )
+    return webhook_delivery_attempt(delivery_id=delivery.pk, max_attempts=1) or delivery
+
+
+# --- Sending --------------------------------------------------------------------------------------------------
+
+def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
+    try:
+        target = webhook_url_check(endpoint.url)
+    except WebhookUrlRefused as exc:
+        return Outcome(None, f"refused: {exc.message}", retryable=False)
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-AgentWatch-Event": payload["type"],
+        "X-AgentWatch-Timestamp": timestamp,
+        "X-AgentWatch-Signature": webhook_signature(secret=endpoint.secret, timestamp=timestamp, body=body),
+    }
+    if target.host_header:
+        headers["Host"] = target.host_header
+    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+    try:
+        # No redirects (a 3xx could point at an internal address), no proxies from the environment, and the
+        # response body is never read: only the status matters.
+        client = httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        with client, client.stream("POST", target.url, content=body, headers=headers,
+                                   extensions=extensions) as response:
+            code = response.status_code
+    except httpx.TimeoutException:
+        return Outcome(None, f"timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s", retryable=True)
+    except httpx.HTTPError as exc:
+        return Outcome(None, f"connection error: {type(exc).__name__}: {exc}"[:500], retryable=True)
+    if 200 <= code < 300:
+        return Outcome(code, "", retryable=False)
+    if code >= 500:
+        return Outcome(code, f"HTTP {code} from the receiver", retryable=True)
+    return Outcome(code, f"HTTP {code} from the receiver (not retried)", retryable=False)
+
+
+def retry_delay_seconds(attempts: int) -> float:
+    """Exponential backoff with jitter: base × 2^(attempts-1), capped, then a random 50-100 % of it."""
+    delay = min(MAX_BACKOFF_SECONDS, settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return delay * random.uniform(0.5, 1.0)
+
+
+def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = None) -> WebhookDelivery | None:
+    """Make one attempt if the delivery is pending and due; None when it is not (done, or another worker has
+    it). Records the outcome and, after a retryable failure, when to try again."""
+    max_attempts = max_attempts or settings.WEBHOOK_MAX_ATTEMPTS
+    now = timezone.now()
+    # The lease outlives the HTTP timeout: if this worker dies mid-attempt, the retry task takes it over later.
+    lease = now + datetime.timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30)
+    claimed = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    ).update(attempts=F("attempts") + 1, next_attempt_at=lease)
+    if not claimed:
+        return None
+    delivery = WebhookDelivery.objects.select_related("endpoint", "endpoint__tenant").get(pk=delivery_id)
+    endpoint = delivery.endpoint
+    if not endpoint.enabled and delivery.event_type != TEST_EVENT:
+        outcome = Outcome(None, f"endpoint disabled: {endpoint.disabled_reason or 'by the tenant'}", False)
+    else:
+        outcome = _post(endpoint, delivery.payload)
+    finished = timezone.now()
+    delivery.response_code = outcome.response_code
+    delivery.last_error = outcome.error
+    if outcome.ok:
+        delivery.status = WebhookDelivery.Status.SUCCEEDED
+        delivery.delivered_at = finished
+        delivery.next_attempt_at = None
+    elif outcome.retryable and delivery.attempts < max_attempts:
+        delivery.next_attempt_at = finished + datetime.timedelta(seconds=retry_delay_seconds(delivery.attempts))
+    else:
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.next_attempt_at = None
+    delivery.save(update_fields=["status", "response_code", "last_error", "delivered_at", "next_attempt_at"])
+    logger.info("webhook attempt tenant=%s endpoint_id=%s delivery_id=%s event=%s attempt=%s status=%s code=%s",
+                endpoint.tenant.slug, endpoint.pk, delivery.pk, delivery.event_type, delivery.attempts,
+                delivery.status, outcome.response_code)
+    if endpoint.enabled:
+        _endpoint_health(endpoint, ok=outcome.ok, error=outcome.error, now=finished)
+    return delivery
+
+
+def _endpoint_health(endpoint: WebhookEndpoint, *, ok: bool, error: str, now: datetime.datetime) -> None:
+    endpoints = WebhookEndpoint.objects.filter(pk=endpoint.pk)
+    if ok:
+        endpoints.filter(failing_since__isnull=False).update(failing_since=None)
+        return
+    endpoints.filter(failing_since__isnull=True).update(failing_since=now)
+    disabled = endpoints.filter(enabled=True, failing_since__lte=now - FAILING_DISABLE_AFTER).update(
+        enabled=False,
+        disabled_reason=f"Disabled automatically: deliveries failed for 24 hours (last error: {error})"[:200],
+    )
+    if disabled:
+        logger.warning("webhook endpoint disabled after 24 h of failures tenant=%s endpoint_id=%s",
+                       endpoint.tenant.slug, endpoint.pk)
+
+
+def webhook_deliveries_due(*, limit: int = RETRY_SCAN_LIMIT) -> list[int]:
+    """Pending deliveries whose next attempt is due, or that were never attempted (a lost enqueue)."""
+    now = timezone.now()
+    return list(
+        WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by("id").values_list("id", flat=True)[:limit]
+    )

@@ -1,0 +1,206 @@
+"""GET /v1/budget-check: aw-sdk's pre-call check (PRODUCT.md §4), through the HTTP client."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from budgets.services import budget_upsert
+from usage.models import SessionState
+from usage.services.ingest import event_batch_ingest, parse_ingest_body
+from usage.services.recording import LAST_LIMIT_CACHE_KEY, events_record_pending
+
+CHECK_KEYS = {"session_id", "exceeded", "spent_usd", "limit_usd", "remaining_usd", "reason", "team"}
+TEAM_KEYS = {"team", "status", "pct_used", "hard_stop", "monthly_budget_usd", "current_spend", "blocks"}
+
+
+def record(tenant, *, session_id: str, tokens: int, team: str | None = None, iteration: int = 1,
+           now: datetime.datetime | None = None) -> None:
+    """Ingest one event as aw-sdk sends it and record it (blended: $3 per million tokens)."""
+    now = now or timezone.now()
+    event = {"model": "gpt-4o", "prompt_tokens": tokens, "completion_tokens": 0, "latency_ms": 5,
+             "session_id": session_id, "iteration_index": iteration}
+    if team:
+        event["team"] = team
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body(event, now=now), received_at=now)
+    events_record_pending()
+
+
+def check(api, query: str):
+    """The raw query string as a server receives it (WSGI: the bytes as latin-1 text), unescaped as aw-sdk
+    sends it; DRF's test client would cut it at a second "?"."""
+    return api.get("/v1/budget-check", QUERY_STRING=query.encode().decode("latin-1"))
+
+
+def ok(response) -> dict:
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) == CHECK_KEYS
+    for key in ("spent_usd", "limit_usd", "remaining_usd"):
+        assert type(body[key]) is float, key
+    if body["team"] is not None:
+        assert set(body["team"]) == TEAM_KEYS
+    return body
+
+
+def test_unknown_session_has_spent_nothing(telemetry_api):
+    body = ok(check(telemetry_api, "session_id=ci-run-123&limit_usd=2.0"))
+    assert body == {"session_id": "ci-run-123", "exceeded": False, "spent_usd": 0.0, "limit_usd": 2.0,
+                    "remaining_usd": 2.0, "reason": None, "team": None}
+
+
+def test_session_at_its_limit_is_exceeded_with_spent_and_limit(tenant, telemetry_api):
+    record(tenant, session_id="s1", tokens=1000)  # $0.003
+    below = ok(check(telemetry_api, "session_id=s1&limit_usd=0.0031"))
+    assert (below["exceeded"], below["spent_usd"], below["remaining_usd"]) == (False, 0.003, 0.0001)
+    at = ok(check(telemetry_api, "session_id=s1&limit_usd=0.003"))
+    assert (at["exceeded"], at["reason"], at["spent_usd"], at["limit_usd"], at["remaining_usd"]) == (
+        True, "session_budget", 0.003, 0.003, 0.0)
+
+
+@pytest.mark.parametrize(("text", "value"), [("2", 2.0), ("2.0", 2.0), ("1e-05", 1e-05), ("0.01", 0.01),
+                                             ("0", 0.0), ("1E3", 1000.0), (".5", 0.5), ("+3", 3.0)])
+def test_limit_in_any_float_notation_is_accepted(telemetry_api, text, value):
+    body = ok(check(telemetry_api, f"session_id=s&limit_usd={text}"))
+    assert body["limit_usd"] == value
+
+
+def test_zero_limit_blocks_at_once(telemetry_api):
+    body = ok(check(telemetry_api, "session_id=s&limit_usd=0"))
+    assert body["exceeded"] is True and body["reason"] == "session_budget"
+
+
+@pytest.mark.parametrize("query", [
+    "session_id=s", "session_id=s&limit_usd=", "session_id=s&limit_usd=nan", "session_id=s&limit_usd=NaN",
+    "session_id=s&limit_usd=inf", "session_id=s&limit_usd=-inf", "session_id=s&limit_usd=1e400",
+    "session_id=s&limit_usd=-1", "session_id=s&limit_usd=-0.01", "session_id=s&limit_usd=two",
+    "session_id=s&limit_usd=1_000", "session_id=s&limit_usd=%202", "session_id=s&limit_usd=0x10",
+])
+def test_bad_limit_is_a_400_naming_limit_usd(telemetry_api, query):
+    response = check(telemetry_api, query)
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["limit_usd"]
+
+
+@pytest.mark.parametrize("query", [
+    "limit_usd=2", "session_id=&limit_usd=2", f"session_id={'x' * 201}&limit_usd=2",
+    "session_id=line%0Abreak&limit_usd=2", "session_id=nul%00&limit_usd=2", "session_id=bad%FFutf8&limit_usd=2",
+])
+def test_bad_session_id_is_a_400(telemetry_api, query):
+    response = check(telemetry_api, query)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+def test_session_id_of_200_printable_characters_is_accepted(telemetry_api):
+    sid = "é" * 200
+    assert ok(check(telemetry_api, f"session_id={sid}&limit_usd=1"))["session_id"] == sid
+
+
+@pytest.mark.parametrize(("stored", "sent"), [
+    ("a+b", "a+b"),
+    ("ci run 7", "ci%20run%207"),
+    ("ci run 7", "ci run 7"),
+    ("org/repo:job-1", "org/repo:job-1"),
+    ("café-ü-東京", "caf%C3%A9-%C3%BC-%E6%9D%B1%E4%BA%AC"),
+    ("x=y?z", "x=y?z"),
+    ("100%", "100%25"),
+])
+def test_session_id_reads_as_ingest_stored_it_plus_stays_plus(tenant, telemetry_api, stored, sent):
+    record(tenant, session_id=stored, tokens=1000)
+    body = ok(check(telemetry_api, f"session_id={sent}&limit_usd=0.002"))
+    assert body["session_id"] == stored
+    assert (body["spent_usd"], body["exceeded"]) == (0.003, True)
+
+
+def test_an_expired_session_starts_from_zero(tenant, telemetry_api):
+    record(tenant, session_id="old", tokens=1000, now=timezone.now() - datetime.timedelta(hours=25))
+    assert SessionState.objects.get(session_id="old").spent_usd == Decimal("0.003")
+    assert ok(check(telemetry_api, "session_id=old&limit_usd=0.001"))["spent_usd"] == 0.0
+
+
+def test_another_tenants_session_is_not_visible(tenant, other_tenant, telemetry_api):
+    record(other_tenant, session_id="shared-id", tokens=10_000, team="t")
+    body = ok(check(telemetry_api, "session_id=shared-id&limit_usd=0.01"))
+    assert (body["spent_usd"], body["team"]) == (0.0, None)
+    budget_upsert(tenant=other_tenant, team_name="t", monthly_budget_usd=Decimal("0.01"), hard_stop=True)
+    assert ok(check(telemetry_api, "session_id=x&limit_usd=1&team=t"))["team"] is None
+
+
+def test_hard_stop_team_at_its_budget_blocks_with_the_teams_spend_and_limit(tenant, telemetry_api):
+    budget_upsert(tenant=tenant, team_name="backend", monthly_budget_usd=Decimal("0.01"), hard_stop=True)
+    record(tenant, session_id="other", tokens=3400, team="backend")  # team spend $0.0102
+    record(tenant, session_id="mine", tokens=100, team="backend")  # session spend $0.0003
+    body = ok(check(telemetry_api, "session_id=mine&limit_usd=5"))
+    assert (body["exceeded"], body["reason"], body["spent_usd"], body["limit_usd"], body["remaining_usd"]) == (
+        True, "team_budget", 0.0105, 0.01, 0.0)
+    assert body["team"] == {"team": "backend", "status": "exceeded", "pct_used": 105.0, "hard_stop": True,
+                            "monthly_budget_usd": 0.01, "current_spend": 0.0105, "blocks": True}
+
+
+def test_session_limit_is_checked_first_and_the_more_restrictive_limit_applies(tenant, telemetry_api):
+    budget_upsert(tenant=tenant, team_name="backend", monthly_budget_usd=Decimal("500"), hard_stop=True)
+    record(tenant, session_id="mine", tokens=1000, team="backend")
+    body = ok(check(telemetry_api, "session_id=mine&limit_usd=0.002"))
+    assert (body["reason"], body["spent_usd"], body["limit_usd"]) == ("session_budget", 0.003, 0.002)
+    assert body["team"]["status"] == "ok" and body["team"]["blocks"] is False
+    # Not exceeded: the remaining amount is the smaller of the session's and the hard-stop team's.
+    budget_upsert(tenant=tenant, team_name="backend", monthly_budget_usd=Decimal("0.01"), hard_stop=True)
+    body = ok(check(telemetry_api, "session_id=mine&limit_usd=2"))
+    assert (body["exceeded"], body["remaining_usd"]) == (False, 0.007)
+    assert (body["spent_usd"], body["limit_usd"]) == (0.003, 2.0)
+
+
+def test_alert_only_team_over_budget_does_not_block_but_says_so(tenant, telemetry_api):
+    budget_upsert(tenant=tenant, team_name="research", monthly_budget_usd=Decimal("0.01"), hard_stop=False)
+    record(tenant, session_id="r1", tokens=4000, team="research")
+    body = ok(check(telemetry_api, "session_id=r1&limit_usd=1"))
+    assert (body["exceeded"], body["reason"], body["remaining_usd"]) == (False, None, 0.988)
+    assert (body["team"]["status"], body["team"]["blocks"], body["team"]["pct_used"]) == ("exceeded", False, 120.0)
+
+
+def test_team_parameter_applies_before_the_session_has_any_event(tenant, telemetry_api):
+    budget_upsert(tenant=tenant, team_name="Backend", monthly_budget_usd=Decimal("0.01"), hard_stop=True)
+    record(tenant, session_id="elsewhere", tokens=4000, team="backend")
+    body = ok(check(telemetry_api, "session_id=fresh&limit_usd=1&team=BACKEND"))
+    assert (body["exceeded"], body["reason"], body["team"]["team"]) == (True, "team_budget", "Backend")
+    # Without team= a session nobody has recorded yet has no team: aw-sdk's first call goes through.
+    assert ok(check(telemetry_api, "session_id=fresh&limit_usd=1"))["exceeded"] is False
+    # A team without a budget, or unknown, gives no team verdict.
+    assert ok(check(telemetry_api, "session_id=fresh&limit_usd=1&team=nobody"))["team"] is None
+
+
+def test_admin_keys_may_check_too(admin_api):
+    assert ok(check(admin_api, "session_id=s&limit_usd=1"))["exceeded"] is False
+
+
+def test_the_check_reads_at_most_twice_and_writes_nothing_to_the_database(tenant, telemetry_api):
+    budget_upsert(tenant=tenant, team_name="backend", monthly_budget_usd=Decimal("10"), hard_stop=True)
+    record(tenant, session_id="mine", tokens=1000, team="backend")
+    ok(check(telemetry_api, "session_id=mine&limit_usd=2"))  # the key's last_used_at is touched once a minute
+    with CaptureQueriesContext(connection) as queries:
+        body = ok(check(telemetry_api, "session_id=mine&limit_usd=2"))
+    assert body["team"]["team"] == "backend"
+    sqls = [q["sql"] for q in queries.captured_queries]
+    assert not [s for s in sqls if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))], sqls
+    # One to authenticate the key, then session state and team budget with month spend.
+    assert len(sqls) == 3, sqls
+    assert "tenants_apikey" in sqls[0]
+
+
+def test_the_last_limit_seen_is_kept_in_the_cache_and_copied_by_the_recorder(tenant, telemetry_api):
+    ok(check(telemetry_api, "session_id=s+1&limit_usd=2.5"))
+    ok(check(telemetry_api, "session_id=s+1&limit_usd=1e-05"))
+    assert cache.get(LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant.pk, session_id="s+1")) == "0.00001"
+    record(tenant, session_id="s+1", tokens=10)
+    assert SessionState.objects.get(session_id="s+1").last_limit_usd == Decimal("0.00001")
+
+
+def test_telemetry_check_needs_a_key(client):
+    response = client.get("/v1/budget-check?session_id=s&limit_usd=1")
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"

@@ -1,0 +1,279 @@
+"""Team budgets over the admin REST API: the seed's examples, create/replace, read, PATCH, DELETE, validation,
+audit log, tenant isolation and scope."""
+
+import datetime
+import json
+import subprocess
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from budgets.models import BudgetAuditLog, TeamBudget
+from tenants.models import Team
+from tests.factories import TeamFactory
+from usage.models import DailySpend
+
+# The seed's curl -d body, byte for byte.
+SEED_BODY = """{
+    "team": "backend-engineers",
+    "monthly_budget_usd": 500.00,
+    "alert_threshold_pct": 80,
+    "hard_stop": true
+  }"""
+SEED_CHECK_RESPONSE = """{
+  "team": "backend-engineers",
+  "monthly_budget_usd": 500.00,
+  "current_spend": 342.50,
+  "pct_used": 68.5,
+  "hard_stop": true,
+  "status": "ok"
+}"""
+BUDGET_KEYS = {"team", "monthly_budget_usd", "alert_threshold_pct", "hard_stop", "current_spend", "pct_used",
+               "status", "created_at", "updated_at"}
+
+
+def spend(tenant, team_name: str, amount: str, day=None, model: str = "gpt-4o") -> None:
+    DailySpend.objects.create(tenant=tenant, day=day or timezone.now().date(), team_name=team_name,
+                              model=model, cost_usd=Decimal(amount))
+
+
+def create(api, **fields):
+    body = {"team": "backend-engineers", "monthly_budget_usd": 500, **fields}
+    return api.post("/v1/teams/budgets", body, format="json")
+
+
+def field_errors(response) -> dict:
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "validation_error"
+    assert error["message"] and error["request_id"]
+    return error["fields"]
+
+
+def curl(live_server, *args) -> tuple[int, dict]:
+    out = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", *args], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    body, _, status = out.rpartition("\n")
+    return int(status), json.loads(body)
+
+
+def test_seed_curl_examples_replayed_verbatim_give_the_documented_shape(tenant, admin_key, live_server):
+    status, created = curl(
+        live_server, "-X", "POST", f"{live_server.url}/v1/teams/budgets",
+        "-H", f"Authorization: Bearer {admin_key}", "-H", "Content-Type: application/json", "-d", SEED_BODY,
+    )
+    assert status == 201, created
+    assert set(created) == BUDGET_KEYS
+    for key, value in json.loads(SEED_BODY).items():
+        assert created[key] == value and type(created[key]) is type(value), key
+    spend(tenant, "backend-engineers", "300.00")
+    spend(tenant, "backend-engineers", "42.50", model="gpt-4o-mini")
+
+    status, checked = curl(live_server, "-H", f"Authorization: Bearer {admin_key}",
+                           f"{live_server.url}/v1/teams/budget-check?team=backend-engineers")
+    assert status == 200
+    documented = json.loads(SEED_CHECK_RESPONSE)
+    assert list(checked) == list(documented)
+    for key, value in documented.items():
+        assert checked[key] == value, key
+        # Money and percentages are JSON numbers, never strings.
+        assert isinstance(checked[key], type(value)) or (isinstance(value, float) and type(checked[key]) is float)
+
+
+def test_post_twice_creates_then_replaces_with_defaults_restored(tenant, admin_api):
+    first = create(admin_api, alert_threshold_pct=50, hard_stop=True)
+    assert first.status_code == 201
+    second = create(admin_api, team="Backend-Engineers", monthly_budget_usd=750.25)
+    assert second.status_code == 200
+    body = second.json()
+    # The team keeps its first spelling; a replace sets every field, defaults included.
+    assert (body["team"], body["monthly_budget_usd"], body["alert_threshold_pct"], body["hard_stop"]) == (
+        "backend-engineers", 750.25, 80, False)
+    assert Team.objects.filter(tenant=tenant).count() == 1
+    assert TeamBudget.objects.get(tenant=tenant).monthly_budget_usd == Decimal("750.25")
+
+
+def test_list_shows_every_budget_with_month_spend_in_one_query_for_spend(tenant, admin_api):
+    for n in range(5):
+        create(admin_api, team=f"team-{n}", monthly_budget_usd=100)
+        spend(tenant, f"team-{n}", f"{n * 10}.00")
+    spend(tenant, "team-1", "5.00", day=timezone.now().date().replace(day=1) - datetime.timedelta(days=1))
+    TeamFactory(tenant=tenant, name="no-budget")
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_api.get("/v1/teams/budgets")
+    assert response.status_code == 200
+    rows = response.json()["data"]
+    assert [r["team"] for r in rows] == [f"team-{n}" for n in range(5)]
+    assert [r["current_spend"] for r in rows] == [0, 10.0, 20.0, 30.0, 40.0]
+    assert [r["pct_used"] for r in rows] == [0, 10.0, 20.0, 30.0, 40.0]
+    spend_queries = [q for q in queries.captured_queries if "usage_dailyspend" in q["sql"]]
+    assert len(spend_queries) == 1
+
+
+def test_get_one_budget_matches_the_team_ignoring_case(tenant, admin_api):
+    create(admin_api, team="Backend-Engineers")
+    spend(tenant, "Backend-Engineers", "450.00")
+    response = admin_api.get("/v1/teams/budgets/BACKEND-engineers")
+    assert response.status_code == 200
+    assert (response.json()["team"], response.json()["status"], response.json()["pct_used"]) == (
+        "Backend-Engineers", "alert", 90.0)
+
+
+def test_team_name_with_slash_and_spaces_reaches_its_budget(admin_api):
+    assert create(admin_api, team="infra / platform").status_code == 201
+    response = admin_api.get("/v1/teams/budgets/infra%20%2F%20platform")
+    assert response.status_code == 200 and response.json()["team"] == "infra / platform"
+
+
+def test_patch_changes_only_the_fields_sent(tenant, admin_api):
+    create(admin_api, alert_threshold_pct=70, hard_stop=True)
+    response = admin_api.patch("/v1/teams/budgets/backend-engineers", {"monthly_budget_usd": 900.5},
+                               format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["monthly_budget_usd"], body["alert_threshold_pct"], body["hard_stop"]) == (900.5, 70, True)
+    response = admin_api.patch("/v1/teams/budgets/backend-engineers", {"hard_stop": False}, format="json")
+    assert response.json()["hard_stop"] is False and response.json()["monthly_budget_usd"] == 900.5
+
+
+def test_patch_validates_like_post_and_cannot_move_the_budget(admin_api):
+    create(admin_api)
+    fields = field_errors(admin_api.patch("/v1/teams/budgets/backend-engineers", {"hard_stop": "yes"},
+                                          format="json"))
+    assert list(fields) == ["hard_stop"]
+    fields = field_errors(admin_api.patch("/v1/teams/budgets/backend-engineers", {"team": "other"},
+                                          format="json"))
+    assert list(fields) == ["team"]
+    assert admin_api.patch("/v1/teams/budgets/backend-engineers", {"team": "BACKEND-ENGINEERS"},
+                           format="json").status_code == 200
+
+
+def test_delete_removes_the_budget_but_keeps_the_team(tenant, admin_api):
+    create(admin_api)
+    assert admin_api.delete("/v1/teams/budgets/backend-engineers").status_code == 204
+    assert not TeamBudget.objects.filter(tenant=tenant).exists()
+    assert Team.objects.filter(tenant=tenant, name="backend-engineers").exists()
+    response = admin_api.get("/v1/teams/budgets/backend-engineers")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "budget_not_found"
+    assert admin_api.delete("/v1/teams/budgets/backend-engineers").status_code == 404
+
+
+def test_unknown_team_and_team_without_budget_are_404s_with_different_messages(tenant, admin_api):
+    TeamFactory(tenant=tenant, name="no-budget")
+    unknown = admin_api.get("/v1/teams/budget-check?team=nobody")
+    no_budget = admin_api.get("/v1/teams/budget-check?team=no-budget")
+    assert unknown.status_code == no_budget.status_code == 404
+    unknown, no_budget = unknown.json()["error"], no_budget.json()["error"]
+    assert unknown["type"] == no_budget["type"] == "not_found_error"
+    assert (unknown["code"], no_budget["code"]) == ("team_not_found", "budget_not_found")
+    assert "No team named 'nobody'" in unknown["message"]
+    assert "has no budget set" in no_budget["message"]
+    for path in ("/v1/teams/budgets/nobody", "/v1/teams/budgets/no-budget"):
+        assert admin_api.patch(path, {"hard_stop": True}, format="json").status_code == 404
+
+
+def test_budget_check_without_team_is_a_400(admin_api):
+    for query in ("", "?team=", "?team=%20"):
+        assert list(field_errors(admin_api.get(f"/v1/teams/budget-check{query}"))) == ["team"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("team", ""),
+    ("team", "   "),
+    ("team", "x" * 101),
+    ("team", "tab\there"),
+    ("team", "bell\x07"),
+    ("team", 42),
+    ("monthly_budget_usd", 0),
+    ("monthly_budget_usd", -5),
+    ("monthly_budget_usd", 10.001),
+    ("monthly_budget_usd", 10_000_000.01),
+    ("monthly_budget_usd", "NaN"),
+    ("monthly_budget_usd", "Infinity"),
+    ("monthly_budget_usd", "lots"),
+    ("monthly_budget_usd", True),
+    ("monthly_budget_usd", None),
+    ("alert_threshold_pct", 0),
+    ("alert_threshold_pct", 101),
+    ("alert_threshold_pct", 50.5),
+    ("alert_threshold_pct", "eighty"),
+    ("hard_stop", "yes"),
+    ("hard_stop", "true"),
+    ("hard_stop", 1),
+    ("hard_stop", None),
+])
+def test_each_validation_rule_gives_a_400_naming_the_field(admin_api, field, value):
+    body = {"team": "backend-engineers", "monthly_budget_usd": 500, field: value}
+    fields = field_errors(admin_api.post("/v1/teams/budgets", body, format="json"))
+    assert list(fields) == [field] and fields[field][0]
+    assert not TeamBudget.objects.exists()
+
+
+def test_missing_fields_and_non_object_bodies_are_400s(admin_api):
+    assert set(field_errors(admin_api.post("/v1/teams/budgets", {}, format="json"))) == {
+        "team", "monthly_budget_usd"}
+    assert admin_api.post("/v1/teams/budgets", [1, 2], format="json").status_code == 400
+    response = admin_api.post("/v1/teams/budgets", "{not json", content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+
+
+def test_upper_bound_and_two_decimals_are_accepted(admin_api):
+    response = create(admin_api, monthly_budget_usd=10_000_000)
+    assert response.status_code == 201 and response.json()["monthly_budget_usd"] == 10_000_000
+    assert create(admin_api, team="small", monthly_budget_usd=0.01).json()["monthly_budget_usd"] == 0.01
+
+
+def test_every_change_is_in_the_audit_log_with_who_what_and_when(tenant, admin_api):
+    create(admin_api, monthly_budget_usd=500)
+    create(admin_api, monthly_budget_usd=500)  # same values: nothing changed, nothing logged
+    admin_api.patch("/v1/teams/budgets/backend-engineers", {"hard_stop": True}, format="json")
+    admin_api.delete("/v1/teams/budgets/backend-engineers")
+    rows = list(BudgetAuditLog.objects.filter(tenant=tenant).order_by("created_at", "id"))
+    assert [r.action for r in rows] == ["created", "updated", "deleted"]
+    key_prefix = rows[0].actor_key.prefix
+    assert all(r.actor_label == f"key {key_prefix}…" and r.team_name == "backend-engineers" for r in rows)
+    assert rows[0].before is None and rows[0].after == {
+        "monthly_budget_usd": "500.00", "alert_threshold_pct": 80, "hard_stop": False}
+    assert rows[1].before["hard_stop"] is False and rows[1].after["hard_stop"] is True
+    assert rows[2].before["hard_stop"] is True and rows[2].after is None
+    assert all(r.created_at is not None for r in rows)
+
+
+def test_another_tenants_budgets_are_404_never_403(tenant, other_tenant, admin_api, other_admin_api):
+    create(admin_api, team="secret-team")
+    spend(tenant, "secret-team", "100.00")
+    assert other_admin_api.get("/v1/teams/budgets").json()["data"] == []
+    for method, path in [
+        ("get", "/v1/teams/budgets/secret-team"),
+        ("patch", "/v1/teams/budgets/secret-team"),
+        ("delete", "/v1/teams/budgets/secret-team"),
+        ("get", "/v1/teams/budget-check?team=secret-team"),
+    ]:
+        response = getattr(other_admin_api, method)(path, {"hard_stop": True} if method == "patch" else None,
+                                                    format="json")
+        assert response.status_code == 404, (method, path)
+        assert "secret" not in json.dumps(response.json()["error"]).replace("secret-team'", "")
+    # The same name in the other tenant is its own team with its own budget and spend.
+    response = create(other_admin_api, team="secret-team", monthly_budget_usd=1)
+    assert response.status_code == 201 and response.json()["current_spend"] == 0
+    assert TeamBudget.objects.get(tenant=tenant).monthly_budget_usd == Decimal("500")
+    assert Team.objects.filter(tenant=other_tenant).count() == 1
+
+
+def test_telemetry_key_gets_403_on_every_budget_admin_endpoint(telemetry_api):
+    for method, path in [
+        ("post", "/v1/teams/budgets"), ("get", "/v1/teams/budgets"), ("get", "/v1/teams/budgets/x"),
+        ("patch", "/v1/teams/budgets/x"), ("delete", "/v1/teams/budgets/x"),
+        ("get", "/v1/teams/budget-check?team=x"), ("get", "/v1/alerts"),
+    ]:
+        response = getattr(telemetry_api, method)(path, {} if method in ("post", "patch") else None, format="json")
+        assert response.status_code == 403, (method, path)
+        assert response.json()["error"]["type"] == "permission_error"
+
+
+def test_paths_with_trailing_slash_are_404_not_redirects(admin_api):
+    response = admin_api.get("/v1/teams/budgets/")
+    assert response.status_code == 404

@@ -1,0 +1,195 @@
+"""Recording counts every accepted event exactly once: repeated ids, re-delivered tasks, racing workers."""
+
+import datetime
+import re
+import threading
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.db import connection
+from django.utils import timezone
+
+from tenants.models import Team
+from tests.conftest import WorkerProcess, requires_production, wait_until_recorded
+from usage.models import DailySpend, HourlySpend, SessionState, UsageEvent
+from usage.services.ingest import event_batch_ingest, parse_ingest_body
+from usage.services.recording import events_record_pending
+from usage.tasks import record_pending_events
+
+SDK_EVENT = {
+    "model": "gpt-4o", "latency_ms": 812, "prompt_tokens": 1200, "completion_tokens": 300,
+    "project": "checkout-service", "team": "payments-eng", "session_id": "ci-run-123",
+}
+
+
+def ingest(tenant, raw_events: list[dict], *, now=None) -> list[str]:
+    """Store events the way the ingest view does (validated, one bulk insert), without waking a worker."""
+    now = now or timezone.now()
+    return event_batch_ingest(tenant=tenant, events=parse_ingest_body({"events": raw_events}, now=now),
+                              received_at=now)
+
+
+def events_for(count: int, **fields) -> list[dict]:
+    return [dict(SDK_EVENT, iteration_index=i, prompt_tokens=100 + i, **fields) for i in range(1, count + 1)]
+
+
+def assert_totals_match_events(tenant) -> None:
+    """Every roll-up equals the sum of the recorded events it covers."""
+    events = UsageEvent.objects.filter(tenant=tenant)
+    assert not events.filter(recorded_at__isnull=True).exists()
+    total = sum((e.cost_usd for e in events), Decimal("0"))
+    count = events.count()
+    daily = DailySpend.objects.filter(tenant=tenant)
+    assert sum(d.events for d in daily) == count
+    assert sum((d.cost_usd for d in daily), Decimal("0")) == total
+    assert sum(d.prompt_tokens for d in daily) == sum(e.prompt_tokens for e in events)
+    hourly = HourlySpend.objects.filter(tenant=tenant)
+    assert sum(h.events for h in hourly) == count
+    assert sum((h.cost_usd for h in hourly), Decimal("0")) == total
+    for state in SessionState.objects.filter(tenant=tenant):
+        mine = events.filter(session_id=state.session_id)
+        assert state.events == mine.count()
+        assert state.spent_usd == sum((e.cost_usd for e in mine), Decimal("0"))
+        assert state.iterations == mine.exclude(iteration_index=None).values("iteration_index").distinct().count()
+
+
+def test_same_event_id_twice_records_one_event_and_one_roll_up_increment(tenant, telemetry_api, recording):
+    for _ in range(2):
+        response = telemetry_api.post("/v1/ingest", dict(SDK_EVENT, event_id="evt-1", iteration_index=1),
+                                      format="json")
+        assert response.status_code == 202
+        assert response.json()["event_ids"] == ["evt-1"]
+    recording()
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 1
+    daily = DailySpend.objects.get(tenant=tenant)
+    assert (daily.events, daily.cost_usd) == (1, Decimal("0.0045"))
+    state = SessionState.objects.get(tenant=tenant, session_id="ci-run-123")
+    assert (state.events, state.iterations, state.spent_usd) == (1, 1, Decimal("0.0045"))
+
+
+def test_a_task_delivered_twice_counts_each_event_once(tenant):
+    ingest(tenant, events_for(30))
+    assert record_pending_events.run() == 30
+    assert record_pending_events.run() == 0
+    assert events_record_pending().recorded == 0
+    assert DailySpend.objects.get(tenant=tenant).events == 30
+    assert SessionState.objects.get(tenant=tenant).events == 30
+    assert_totals_match_events(tenant)
+
+
+def test_an_event_resent_after_it_was_recorded_is_not_counted_again(tenant):
+    ingest(tenant, [dict(SDK_EVENT, event_id="late-dup", iteration_index=1)])
+    events_record_pending()
+    ingest(tenant, [dict(SDK_EVENT, event_id="late-dup", iteration_index=1)])
+    assert events_record_pending().recorded == 0
+    assert DailySpend.objects.get(tenant=tenant).events == 1
+    assert SessionState.objects.get(tenant=tenant).events == 1
+
+
+def test_events_of_another_tenant_roll_up_separately(tenant, other_tenant):
+    ingest(tenant, events_for(3))
+    ingest(other_tenant, events_for(2))
+    events_record_pending()
+    assert DailySpend.objects.get(tenant=tenant).events == 3
+    assert DailySpend.objects.get(tenant=other_tenant).events == 2
+    assert SessionState.objects.get(tenant=other_tenant, session_id="ci-run-123").events == 2
+    assert_totals_match_events(tenant)
+    assert_totals_match_events(other_tenant)
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_deliveries_of_the_task_count_each_event_once(tenant):
+    for chunk in range(3):
+        ingest(tenant, [dict(SDK_EVENT, iteration_index=chunk * 1000 + i) for i in range(1000)])
+    results: list[int] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def deliver():
+        try:
+            start.wait()
+            results.append(record_pending_events.run())
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures
+    assert sum(results) == 3000
+    assert DailySpend.objects.get(tenant=tenant).events == 3000
+    assert SessionState.objects.get(tenant=tenant).events == 3000
+    assert_totals_match_events(tenant)
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_two_worker_processes_recording_one_session_at_once_give_exact_totals(tenant):
+    ids = []
+    for chunk in range(8):
+        ids += ingest(tenant, [dict(SDK_EVENT, iteration_index=chunk * 1000 + i, prompt_tokens=50 + i % 97,
+                                    model=("gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet")[i % 3])
+                               for i in range(1000)])
+    assert len(set(ids)) == 8000
+    workers = [WorkerProcess(name=f"race{n}", concurrency=2).start() for n in range(2)]
+    try:
+        for _ in range(8):
+            record_pending_events.delay()
+        wait_until_recorded(timeout=120)
+    finally:
+        for worker in workers:
+            worker.stop()
+    recorded_by = []
+    for worker in workers:
+        counts = [int(n) for n in re.findall(rb"record_pending_events\[[^\]]+\] succeeded in [\d.]+s: (\d+)",
+                                             worker.log_path.read_bytes())]
+        recorded_by.append(sum(counts))
+    assert sum(recorded_by) == 8000
+    assert all(recorded_by), f"each worker process should have recorded a share: {recorded_by}"
+    state = SessionState.objects.get(tenant=tenant, session_id="ci-run-123")
+    assert state.events == 8000 and state.iterations == 8000
+    assert Team.objects.filter(tenant=tenant).count() == 1
+    assert_totals_match_events(tenant)
+
+
+def test_session_state_starts_fresh_after_24_hours_idle(tenant):
+    start = timezone.now() - datetime.timedelta(days=3)
+    with time_machine.travel(start, tick=False):
+        ingest(tenant, [dict(SDK_EVENT, iteration_index=1, prompt_tokens=1000, completion_tokens=0)])
+        events_record_pending()
+    with time_machine.travel(start + datetime.timedelta(hours=23), tick=False):
+        ingest(tenant, [dict(SDK_EVENT, iteration_index=2, prompt_tokens=2000, completion_tokens=0)])
+        events_record_pending()
+    state = SessionState.objects.get(tenant=tenant, session_id="ci-run-123")
+    assert (state.events, state.iterations, state.spent_usd) == (2, 2, Decimal("0.009"))
+
+    later = start + datetime.timedelta(hours=23 + 24, minutes=1)
+    with time_machine.travel(later, tick=False):
+        ingest(tenant, [dict(SDK_EVENT, iteration_index=1, prompt_tokens=500, completion_tokens=0)])
+        events_record_pending()
+    state.refresh_from_db()
+    assert (state.events, state.iterations, state.spent_usd) == (1, 1, Decimal("0.0015"))
+    assert state.recent_prompts == {"1": 500}
+    assert state.first_seen == later
+    assert state.expires_at == later + datetime.timedelta(hours=24)
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 3  # the old events stay
+
+
+def test_recent_prompts_keeps_the_5_highest_iteration_indexes(tenant):
+    ingest(tenant, [dict(SDK_EVENT, iteration_index=i, prompt_tokens=i * 10) for i in (3, 8, 1, 7, 2, 6, 4, 5)])
+    events_record_pending()
+    state = SessionState.objects.get(tenant=tenant, session_id="ci-run-123")
+    assert state.recent_prompts == {"4": 40, "5": 50, "6": 60, "7": 70, "8": 80}
+    ingest(tenant, [dict(SDK_EVENT, iteration_index=2, prompt_tokens=999),
+                    dict(SDK_EVENT, iteration_index=9, prompt_tokens=90)])
+    events_record_pending()
+    state.refresh_from_db()
+    assert state.recent_prompts == {"5": 50, "6": 60, "7": 70, "8": 80, "9": 90}
+    assert state.iterations == 9
+

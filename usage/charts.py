@@ -1,0 +1,149 @@
+"""Server-rendered SVG chart geometry: the views compute rectangles here and templates draw them, so charts
+need no script and no inline style (the CSP allows neither)."""
+
+import datetime
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+PALETTE_SIZE = 7  # series s1..s7; s8 is "other"
+
+
+def nice_ceiling(value: float) -> float:
+    """A round axis maximum at or above value: 1, 2, 2.5, 5 × 10^n."""
+    if value <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        candidate = step * 10**exponent
+        if candidate >= value:
+            return candidate
+    return 10 ** (exponent + 1)
+
+
+def _money_label(value: float) -> str:
+    if value >= 1000:
+        return f"${value / 1000:g}k"
+    return f"${value:g}" if value >= 1 or value == 0 else f"${value:.2g}"
+
+
+@dataclass
+class Chart:
+    width: int
+    height: int
+    left: int
+    bottom: int
+    top: int = 8
+    bars: list = field(default_factory=list)
+    ticks: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    legend: list = field(default_factory=list)
+    extras: list = field(default_factory=list)
+
+    @property
+    def plot_height(self) -> int:
+        return self.height - self.bottom - self.top
+
+    @property
+    def baseline(self) -> int:
+        return self.height - self.bottom
+
+
+def daily_team_chart(rows: list[dict], *, first_day: datetime.date, days: int = 30, width: int = 760,
+                     height: int = 230) -> Chart:
+    """Stacked bars per day by team from DailySpend rows {"day", "team_name", "cost_usd"}. The biggest
+    PALETTE_SIZE teams get their own colour; the rest are summed as "other"."""
+    totals_by_team: dict[str, Decimal] = {}
+    for row in rows:
+        totals_by_team[row["team_name"]] = totals_by_team.get(row["team_name"], Decimal("0")) + row["cost_usd"]
+    ranked = sorted(totals_by_team, key=lambda name: -totals_by_team[name])
+    series = {name: f"s{index + 1}" for index, name in enumerate(ranked[:PALETTE_SIZE])}
+    per_day: dict[datetime.date, dict[str, Decimal]] = {}
+    for row in rows:
+        key = row["team_name"] if row["team_name"] in series else "__other__"
+        day = per_day.setdefault(row["day"], {})
+        day[key] = day.get(key, Decimal("0")) + row["cost_usd"]
+    peak = max((sum(v.values()) for v in per_day.values()), default=Decimal("0"))
+    axis_max = nice_ceiling(float(peak))
+    chart = Chart(width=width, height=height, left=48, bottom=22)
+    band = (width - chart.left - 4) / days
+    bar_width = max(2.0, band * 0.72)
+    order = [*series, "__other__"]
+    for index in range(days):
+        day = first_day + datetime.timedelta(days=index)
+        x = chart.left + index * band + (band - bar_width) / 2
+        y = float(chart.baseline)
+        values = per_day.get(day, {})
+        for name in order:
+            amount = values.get(name)
+            if not amount:
+                continue
+            h = float(amount) / axis_max * chart.plot_height
+            y -= h
+            label = "other teams" if name == "__other__" else (name or "unallocated")
+            chart.bars.append({"x": round(x, 2), "y": round(y, 2), "w": round(bar_width, 2), "h": round(h, 2),
+                               "cls": series.get(name, "s8"),
+                               "title": f"{day:%b %-d} · {label}: ${amount:,.2f}"})
+        if index % 5 == 0 or index == days - 1:
+            chart.labels.append({"x": round(x + bar_width / 2, 2), "y": height - 6, "text": f"{day:%b %-d}"})
+    for step in range(5):
+        value = axis_max * step / 4
+        y = chart.baseline - chart.plot_height * step / 4
+        chart.ticks.append({"y": round(y, 2), "label": _money_label(value)})
+    chart.legend = [{"cls": cls, "name": name or "unallocated"} for name, cls in series.items()]
+    if any("__other__" in v for v in per_day.values()):
+        chart.legend.append({"cls": "s8", "name": "other teams"})
+    return chart
+
+
+def session_token_chart(iterations: list[dict], *, loop_iterations: set[int], width: int = 760,
+                        height: int = 240) -> Chart:
+    """Bars per iteration: prompt tokens with completion tokens stacked on top; the growth ratio of prompt
+    tokens over the previous iteration in each bar's tooltip (and printed when few enough to read); the
+    iterations of a runaway-loop anomaly shaded and marked."""
+    chart = Chart(width=width, height=height, left=52, bottom=22, top=18)
+    count = len(iterations)
+    if not count:
+        return chart
+    peak = max(row["prompt_tokens"] + row["completion_tokens"] for row in iterations)
+    axis_max = nice_ceiling(float(peak))
+    band = (width - chart.left - 4) / count
+    bar_width = max(1.0, band * 0.75)
+    previous = None
+    label_every = max(1, math.ceil(count / 12))
+    for index, row in enumerate(iterations):
+        x = chart.left + index * band + (band - bar_width) / 2
+        prompt, completion = row["prompt_tokens"] or 0, row["completion_tokens"] or 0
+        ratio = (prompt / previous) if previous else None
+        previous = prompt or None
+        in_loop = row["iteration_index"] in loop_iterations
+        ph = prompt / axis_max * chart.plot_height
+        ch = completion / axis_max * chart.plot_height
+        ratio_text = f", growth ×{ratio:.2f}" if ratio is not None else ""
+        title = (f"Iteration {row['iteration_index']}: {prompt:,} prompt + {completion:,} completion tokens"
+                 f"{ratio_text}{' (runaway loop)' if in_loop else ''}")
+        if in_loop:
+            chart.extras.append({"kind": "zone", "x": round(chart.left + index * band, 2), "y": chart.top,
+                                 "w": round(band, 2), "h": chart.plot_height})
+        chart.bars.append({"x": round(x, 2), "y": round(chart.baseline - ph, 2), "w": round(bar_width, 2),
+                           "h": round(ph, 2), "cls": "prompt", "title": title})
+        if ch:
+            chart.bars.append({"x": round(x, 2), "y": round(chart.baseline - ph - ch, 2), "w": round(bar_width, 2),
+                               "h": round(ch, 2), "cls": "completion", "title": title})
+        if ratio is not None and count <= 40:
+            chart.extras.append({"kind": "ratio", "x": round(x + bar_width / 2, 2),
+                                 "y": round(max(chart.top + 8, chart.baseline - ph - ch - 4), 2),
+                                 "text": f"×{ratio:.1f}", "hot": ratio > 1.4})
+        if index % label_every == 0 or index == count - 1:
+            chart.labels.append({"x": round(x + bar_width / 2, 2), "y": height - 6,
+                                 "text": str(row["iteration_index"])})
+    if loop_iterations:
+        xs = [e["x"] for e in chart.extras if e["kind"] == "zone"]
+        if xs:
+            chart.extras.append({"kind": "loop", "x": round((min(xs) + max(xs)) / 2 + band / 2, 2),
+                                 "y": chart.top - 5, "text": "runaway loop"})
+    for step in range(5):
+        value = axis_max * step / 4
+        y = chart.baseline - chart.plot_height * step / 4
+        chart.ticks.append({"y": round(y, 2), "label": f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"})
+    return chart

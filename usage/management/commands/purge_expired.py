@@ -1,0 +1,27 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from agentwatch_site.errors import ApiError
+from usage.services.retention import PURGE_BATCH_SIZE, purge_expired
+
+
+class Command(BaseCommand):
+    help = ("Delete usage events older than each tenant's retention_days, in bounded batches, and session states "
+            "idle for 24 hours. Daily roll-ups, alerts and anomalies are kept. Exits non-zero (and changes "
+            "nothing) if another purge is running.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
+        parser.add_argument("--batch-size", type=int, default=PURGE_BATCH_SIZE,
+                            help=f"Rows per DELETE statement (default {PURGE_BATCH_SIZE}).")
+
+    def handle(self, *args, dry_run, batch_size, **options):
+        if not 1 <= batch_size <= 50_000:
+            raise CommandError("--batch-size must be between 1 and 50000.")
+        try:
+            run = purge_expired(dry_run=dry_run, batch_size=batch_size, progress=self.stdout.write)
+        except ApiError as exc:
+            raise CommandError(exc.message) from None
+        verb = "Would delete" if dry_run else "Deleted"
+        self.stdout.write(f"{verb} {run.events_deleted} events and {run.sessions_deleted} idle session states.")
+        for slug, row in sorted(run.per_tenant.items()):
+            self.stdout.write(f"  {slug}: {row['events']} events older than {row['cutoff'][:10]}")

@@ -1,0 +1,143 @@
+"""Retention: delete usage events older than each tenant's retention_days, in bounded batches.
+
+Each batch is one short autocommitted DELETE of at most `batch_size` rows, so no long lock and no long
+transaction; ingestion and recording go on meanwhile. Roll-ups (daily, hourly), alerts and anomalies are kept,
+so spend history survives. Session states idle past their expiry are deleted too. One purge at a time: a lock
+in the shared cache (Redis in production), refreshed between batches.
+"""
+
+import datetime
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
+
+from agentwatch_site.errors import Conflict, ServiceUnavailable
+from tenants.models import Tenant
+from usage.models import PurgeRun, SessionState, UsageEvent
+
+logger = logging.getLogger(__name__)
+
+PURGE_BATCH_SIZE = 5000
+PURGE_LOCK_KEY = "retention:purge-lock"
+# Long enough for any purge between two refreshes; a crashed purge's lock expires by itself.
+PURGE_LOCK_TTL_SECONDS = 15 * 60
+
+
+class PurgeAlreadyRunning(Conflict):
+    code = "purge_running"
+
+
+@contextmanager
+def purge_lock() -> Iterator[Callable[[], None]]:
+    """Held for the whole purge; yields a function that extends the lease. Raises PurgeAlreadyRunning."""
+    token = secrets.token_hex(8)
+    try:
+        acquired = cache.add(PURGE_LOCK_KEY, token, timeout=PURGE_LOCK_TTL_SECONDS)
+    except Exception as exc:
+        raise ServiceUnavailable(f"Cannot take the purge lock: the cache is unavailable ({type(exc).__name__}).",
+                                 code="cache_unavailable") from None
+    if not acquired:
+        raise PurgeAlreadyRunning("A retention purge is already running; this one did not start. Try again "
+                                  "when it has finished.")
+
+    def refresh() -> None:
+        try:
+            cache.touch(PURGE_LOCK_KEY, timeout=PURGE_LOCK_TTL_SECONDS)
+        except Exception as exc:
+            logger.warning("could not refresh the purge lock error=%s", type(exc).__name__)
+
+    try:
+        yield refresh
+    finally:
+        try:
+            if cache.get(PURGE_LOCK_KEY) == token:
+                cache.delete(PURGE_LOCK_KEY)
+        except Exception as exc:
+            logger.warning("could not release the purge lock (it expires by itself) error=%s", type(exc).__name__)
+
+
+def _say(progress: Callable[[str], None] | None, message: str) -> None:
+    logger.info(message)
+    if progress:
+        progress(message)
+
+
+def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
+                  now: datetime.datetime | None = None, progress: Callable[[str], None] | None = None) -> PurgeRun:
+    """Purge every tenant's expired events and idle session states; records and returns a PurgeRun."""
+    now = now or timezone.now()
+    with purge_lock() as refresh:
+        run = PurgeRun.objects.create(started_at=timezone.now(), dry_run=dry_run)
+        for tenant in Tenant.objects.order_by("id"):
+            cutoff = now - datetime.timedelta(days=tenant.retention_days)
+            started = time.monotonic()
+            if dry_run:
+                deleted = _expired_events(tenant, cutoff).count()
+            else:
+                deleted = _delete_expired_events(tenant, cutoff, batch_size=batch_size, refresh=refresh,
+                                                 progress=progress)
+            run.per_tenant[tenant.slug] = {"events": deleted, "cutoff": cutoff.isoformat()}
+            run.events_deleted += deleted
+            if deleted:
+                verb = "would delete" if dry_run else "deleted"
+                _say(progress, f"tenant={tenant.slug} {verb} events={deleted} older_than={cutoff:%Y-%m-%d %H:%M} "
+                               f"seconds={time.monotonic() - started:.1f}")
+            run.save(update_fields=["per_tenant", "events_deleted"])
+        run.sessions_deleted = session_states_expire(now=now, dry_run=dry_run, batch_size=batch_size)
+        run.finished_at = timezone.now()
+        run.save(update_fields=["sessions_deleted", "finished_at"])
+    _say(progress, f"purge {'dry run ' if dry_run else ''}done events={run.events_deleted} "
+                   f"sessions={run.sessions_deleted} tenants={len(run.per_tenant)}")
+    return run
+
+
+def _expired_events(tenant: Tenant, cutoff: datetime.datetime):
+    # An event not yet recorded is never purged: its spend must reach the roll-ups first.
+    return UsageEvent.objects.filter(tenant=tenant, timestamp__lt=cutoff, recorded_at__isnull=False)
+
+
+def _delete_expired_events(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int,
+                           refresh: Callable[[], None], progress: Callable[[str], None] | None) -> int:
+    """Walks the (tenant, timestamp, id) index in key order, so each batch starts where the last one ended
+    instead of stepping over the index entries of rows already deleted."""
+    deleted = 0
+    after: tuple | None = None
+    last_report = time.monotonic()
+    while True:
+        batch = _expired_events(tenant, cutoff)
+        if after is not None:
+            batch = batch.filter(Q(timestamp__gt=after[0]) | Q(timestamp=after[0], id__gt=after[1]))
+        keys = list(batch.order_by("timestamp", "id").values_list("timestamp", "id")[:batch_size])
+        if not keys:
+            return deleted
+        after = keys[-1]
+        # No cascades or signals on events, so this is one DELETE … WHERE id IN (…), autocommitted.
+        count, _ = UsageEvent.objects.filter(pk__in=[pk for _, pk in keys]).delete()
+        deleted += count
+        refresh()
+        if progress and time.monotonic() - last_report >= 5:
+            last_report = time.monotonic()
+            _say(progress, f"tenant={tenant.slug} deleted so far events={deleted} up_to={after[0]:%Y-%m-%d %H:%M}")
+
+
+def session_states_expire(*, now: datetime.datetime | None = None, dry_run: bool = False,
+                          batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Delete session states idle past their expiry (24 h); their events stay. A later call with the same id
+    starts from zero either way."""
+    now = now or timezone.now()
+    expired = SessionState.objects.filter(expires_at__lte=now)
+    if dry_run:
+        return expired.count()
+    deleted = 0
+    while True:
+        ids = list(expired.order_by("expires_at", "id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        count, _ = SessionState.objects.filter(pk__in=ids, expires_at__lte=now).delete()
+        deleted += count

@@ -1,0 +1,60 @@
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from django import template
+from django.contrib.humanize.templatetags.humanize import intcomma
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def open_anomaly_count(context, tenant) -> int:
+    """Open anomalies for the navigation badge: one indexed count per page (not per fragment)."""
+    if tenant is None:
+        return 0
+    request = context.get("request")
+    cached = getattr(request, "_open_anomaly_count", None)
+    if cached is None:
+        from usage.models import Anomaly
+
+        cached = Anomaly.objects.filter(tenant=tenant, status=Anomaly.Status.OPEN).count()
+        if request is not None:
+            request._open_anomaly_count = cached
+    return cached
+
+
+@register.filter
+def usd(value, places=None) -> str:
+    """$1,234.56 for money; small amounts keep four decimals so a $0.0042 call does not read as $0.00."""
+    if value is None or value == "":
+        return "—"
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    if places is None:
+        places = 2 if abs(amount) >= 1 or amount == 0 else 4
+    quantum = Decimal(1).scaleb(-int(places))
+    rounded = amount.quantize(quantum, rounding=ROUND_HALF_UP)
+    sign = "-" if rounded < 0 else ""
+    whole, _, frac = f"{abs(rounded):f}".partition(".")
+    return f"{sign}${intcomma(int(whole))}{'.' + frac if frac else ''}"
+
+
+@register.filter
+def compact(value) -> str:
+    """1.2k, 3.4M for token counts."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= limit:
+            return f"{number / limit:.1f}{suffix}"
+    return f"{int(number)}"
+
+
+@register.filter
+def pct(value, places=0) -> str:
+    if value is None:
+        return "—"
+    return f"{float(value):.{int(places)}f}%"

@@ -1,0 +1,274 @@
+"""Pages of the usage app: Activity (and its CSV), Sessions, a session, Anomalies, Settings → Pricing and
+Retention. Every list reads an indexed keyset page; spend figures come from the roll-ups."""
+
+import csv
+from decimal import Decimal
+
+from django.db.models import Exists, F, OuterRef
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from agentwatch_site.errors import ApiError
+from agentwatch_site.pagination import keyset_page
+from tenants.selectors import get_for_tenant_or_404, team_list
+from tenants.views import member_required, render_page
+from usage.charts import session_token_chart
+from usage.filters import EVENT_FILTER_PARAMS
+from usage.models import Anomaly, SessionState, UsageEvent
+from usage.selectors import event_list, session_iterations, session_list
+from usage.services.anomalies import anomaly_acknowledge, anomaly_list
+
+ACTIVITY_PAGE_SIZE = 50
+LIVE_MAX_ROWS = 100
+SESSIONS_PAGE_SIZE = 50
+ANOMALIES_PAGE_SIZE = 50
+SESSION_EVENTS_SHOWN = 100
+CSV_MAX_ROWS = 1_000_000
+EVENT_ORDER = ("-timestamp", "-id")
+
+
+def _filters(request) -> dict[str, str]:
+    """The event filters present in the query string (empty ones dropped, so URLs stay short)."""
+    return {name: request.GET[name].strip() for name in EVENT_FILTER_PARAMS if request.GET.get(name, "").strip()}
+
+
+def _query(params: dict, **extra) -> str:
+    from django.http import QueryDict
+
+    query = QueryDict(mutable=True)
+    for name, value in {**params, **extra}.items():
+        if value not in (None, ""):
+            query[name] = value
+    return query.urlencode()
+
+
+def _events_or_errors(request, filters: dict):
+    try:
+        return event_list(tenant=request.tenant, filters=filters), {}
+    except ApiError as exc:
+        return UsageEvent.objects.none(), exc.fields or {"__all__": [exc.message]}
+
+
+def _newest_id(rows) -> int:
+    return max((row.id for row in rows), default=0)
+
+
+# --- Activity --------------------------------------------------------------------------------------------
+
+@member_required
+@require_GET
+def activity(request):
+    filters = _filters(request)
+    events, errors = _events_or_errors(request, filters)
+    cursor = request.GET.get("cursor") or None
+    try:
+        page = keyset_page(events, order=EVENT_ORDER, cursor=cursor, limit=ACTIVITY_PAGE_SIZE)
+    except ApiError:
+        page = keyset_page(events, order=EVENT_ORDER, cursor=None, limit=ACTIVITY_PAGE_SIZE)
+        cursor = None
+    context = {
+        "active_nav": "activity",
+        "events": page.items,
+        "filters": filters,
+        "errors": errors,
+        "filter_query": _query(filters),
+        "next_query": _query(filters, cursor=page.next_cursor) if page.next_cursor else None,
+        "live_query": _query(filters, after=_newest_id(page.items) or _latest_event_id(request)) if not cursor
+        else None,
+        "teams": team_list(tenant=request.tenant),
+        "is_filtered": bool(filters),
+    }
+    status = 400 if errors else 200
+    target = request.htmx.target if request.htmx else None
+    if request.htmx and target == "activity-more":
+        return render(request, "usage/_activity_rows_more.html", context)
+    return render_page(request, "usage/activity.html", context, fragment="usage/_activity_results.html",
+                       status=status)
+
+
+def _latest_event_id(request) -> int:
+    return UsageEvent.objects.for_tenant(request.tenant).order_by("-id").values_list("id", flat=True).first() or 0
+
+
+@member_required
+@require_GET
+def activity_live(request):
+    """Polled every few seconds by the Activity page: the events (matching its filters) that arrived after
+    the newest one it shows, prepended out of band, and the poller with the new high-water mark."""
+    filters = _filters(request)
+    try:
+        after = int(request.GET.get("after", "0"))
+    except ValueError:
+        after = 0
+    events, errors = _events_or_errors(request, filters)
+    rows = [] if errors else list(events.filter(id__gt=after)[:LIVE_MAX_ROWS])
+    context = {"events": rows, "live_query": _query(filters, after=max(after, _newest_id(rows))), "new": True}
+    return render(request, "usage/_activity_live.html", context)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _csv_text(value: str) -> str:
+    # A cell starting with = + - @ would run as a formula in a spreadsheet.
+    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+CSV_COLUMNS = ("timestamp", "event_id", "team", "project", "session_id", "iteration_index", "model", "provider",
+               "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "status", "customer_id", "user_id",
+               "feature_id", "identified_risks")
+
+
+def _csv_lines(rows):
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        yield writer.writerow([
+            row["timestamp"].isoformat(), _csv_text(row["event_id"]), _csv_text(row["team_name"]),
+            _csv_text(row["project"]), _csv_text(row["session_id"]), row["iteration_index"] or "",
+            _csv_text(row["model"]), _csv_text(row["provider"]), row["prompt_tokens"], row["completion_tokens"],
+            "" if row["cost_usd"] is None else format(row["cost_usd"], "f"), row["latency_ms"], row["status"],
+            _csv_text(row["customer_id"]), _csv_text(row["user_id"]), _csv_text(row["feature_id"]),
+            " ".join(row["identified_risks"] or []),
+        ])
+
+
+@member_required
+@require_GET
+def activity_export(request):
+    filters = _filters(request)
+    events, errors = _events_or_errors(request, filters)
+    if errors:
+        return redirect(f"/activity/?{_query(filters)}")
+    rows = events.values(
+        "timestamp", "event_id", "team_name", "project", "session_id", "iteration_index", "model", "provider",
+        "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "status", "customer_id", "user_id",
+        "feature_id", "identified_risks",
+    )[:CSV_MAX_ROWS].iterator(chunk_size=2000)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response = StreamingHttpResponse(_csv_lines(rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="agentwatch-activity-{request.tenant.slug}-{stamp}.csv"'
+    return response
+
+
+# --- Sessions --------------------------------------------------------------------------------------------
+
+SESSION_ORDER = ("-last_seen", "-id")
+
+
+@member_required
+@require_GET
+def sessions(request):
+    tenant = request.tenant
+    filters = {name: request.GET.get(name, "").strip()[:200] for name in ("team", "project")}
+    over_limit = request.GET.get("over_limit") == "1"
+    flagged = request.GET.get("flagged") == "1"
+    rows = session_list(tenant=tenant, team=filters["team"] or None, project=filters["project"] or None).annotate(
+        flagged=Exists(Anomaly.objects.filter(tenant=tenant, session_id=OuterRef("session_id")))
+    )
+    if over_limit:
+        rows = rows.filter(last_limit_usd__isnull=False, spent_usd__gte=F("last_limit_usd"))
+    if flagged:
+        rows = rows.filter(flagged=True)
+    params = {**filters, "over_limit": "1" if over_limit else "", "flagged": "1" if flagged else ""}
+    try:
+        page = keyset_page(rows, order=SESSION_ORDER, cursor=request.GET.get("cursor") or None,
+                           limit=SESSIONS_PAGE_SIZE)
+    except ApiError:
+        page = keyset_page(rows, order=SESSION_ORDER, cursor=None, limit=SESSIONS_PAGE_SIZE)
+    for state in page.items:
+        state.pct_of_limit = (state.spent_usd / state.last_limit_usd * 100) if state.last_limit_usd else None
+        state.bar_pct = min(Decimal("100"), state.pct_of_limit) if state.pct_of_limit is not None else None
+    context = {
+        "active_nav": "sessions", "sessions": page.items, "filters": filters, "over_limit": over_limit,
+        "flagged": flagged, "teams": team_list(tenant=tenant), "filter_query": _query(params),
+        "next_query": _query(params, cursor=page.next_cursor) if page.next_cursor else None,
+        "now": timezone.now(),
+    }
+    if request.htmx and request.htmx.target == "sessions-more":
+        return render(request, "usage/_session_rows_more.html", context)
+    return render_page(request, "usage/sessions.html", context, fragment="usage/_sessions_results.html")
+
+
+@member_required
+@require_GET
+def session_detail(request, session_id: str):
+    tenant = request.tenant
+    state = SessionState.objects.for_tenant(tenant).select_related("team").filter(session_id=session_id).first()
+    iterations = session_iterations(tenant=tenant, session_id=session_id)
+    events = list(event_list(tenant=tenant, filters={"session_id": session_id})[:SESSION_EVENTS_SHOWN])
+    if state is None and not events:
+        raise Http404("No such session.")
+    anomalies = list(anomaly_list(tenant=tenant, session_id=session_id).order_by("-last_seen"))
+    loop_iterations: set[int] = set()
+    for anomaly in anomalies:
+        if anomaly.kind == Anomaly.Kind.RUNAWAY_LOOP:
+            loop_iterations.update(int(i) for i in anomaly.details.get("iterations", []) if str(i).isdigit())
+    previous = None
+    for row in iterations:
+        row["ratio"] = (row["prompt_tokens"] / previous) if previous else None
+        row["in_loop"] = row["iteration_index"] in loop_iterations
+        previous = row["prompt_tokens"] or None
+    total_spend = sum((row["cost_usd"] or Decimal("0") for row in iterations), Decimal("0"))
+    context = {
+        "active_nav": "sessions", "session_id": session_id, "state": state, "iterations": iterations,
+        "events": events, "anomalies": anomalies, "loop_iterations": sorted(loop_iterations),
+        "chart": session_token_chart(iterations, loop_iterations=loop_iterations),
+        "spent": state.spent_usd if state else total_spend,
+        "pct_of_limit": (state.spent_usd / state.last_limit_usd * 100) if state and state.last_limit_usd else None,
+        "expired": bool(state and state.expires_at <= timezone.now()),
+        "events_query": _query({"session_id": session_id}),
+        "recent_iterations": list(reversed(iterations[-50:])),
+    }
+    if context["pct_of_limit"] is not None:
+        context["bar_pct"] = min(Decimal("100"), context["pct_of_limit"])
+    return render_page(request, "usage/session_detail.html", context)
+
+
+# --- Anomalies -------------------------------------------------------------------------------------------
+
+ANOMALY_ORDER = ("-last_seen", "-id")
+
+
+@member_required
+@require_GET
+def anomalies(request):
+    tenant = request.tenant
+    kind = request.GET.get("kind", "")
+    status = request.GET.get("status", "")
+    team = request.GET.get("team", "").strip()[:100]
+    kind = kind if kind in Anomaly.Kind.values else ""
+    status = status if status in Anomaly.Status.values else ""
+    rows = anomaly_list(tenant=tenant, kind=kind or None, status=status or None, team=team or None)
+    params = {"kind": kind, "status": status, "team": team}
+    try:
+        page = keyset_page(rows, order=ANOMALY_ORDER, cursor=request.GET.get("cursor") or None,
+                           limit=ANOMALIES_PAGE_SIZE)
+    except ApiError:
+        page = keyset_page(rows, order=ANOMALY_ORDER, cursor=None, limit=ANOMALIES_PAGE_SIZE)
+    context = {
+        "active_nav": "anomalies", "anomalies": page.items, "kind": kind, "status": status, "team": team,
+        "kinds": Anomaly.Kind.choices, "statuses": Anomaly.Status.choices, "teams": team_list(tenant=tenant),
+        "filter_query": _query(params),
+        "next_query": _query(params, cursor=page.next_cursor) if page.next_cursor else None,
+    }
+    if request.htmx and request.htmx.target == "anomalies-more":
+        return render(request, "usage/_anomaly_rows_more.html", context)
+    return render_page(request, "usage/anomalies.html", context, fragment="usage/_anomalies_results.html")
+
+
+@member_required
+@require_POST
+def anomaly_ack(request, anomaly_id: int):
+    anomaly = get_for_tenant_or_404(Anomaly, tenant=request.tenant, pk=anomaly_id)
+    anomaly = anomaly_acknowledge(anomaly=anomaly, by=f"user {request.user.get_username()}")
+    if request.htmx:
+        anomaly = Anomaly.objects.select_related("team").get(pk=anomaly.pk)
+        return render(request, "usage/_anomaly_row.html", {"a": anomaly})
+    return redirect("anomalies")
+
+
