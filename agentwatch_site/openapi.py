@@ -59,6 +59,14 @@ class AgentWatchAutoSchema(AutoSchema):
     components after their view: STYLE.md nests an `OutputSerializer` in every view, which would otherwise all
     be called "Output" (TeamBudgetUpsertApi.InputSerializer → TeamBudgetUpsertInput)."""
 
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        # An empty query parameter means the same as an absent one (as an HTML GET form sends it).
+        for parameter in (operation or {}).get("parameters", []):
+            if parameter.get("in") == "query" and not parameter.get("required"):
+                parameter["allowEmptyValue"] = True
+        return operation
+
     def get_serializer_name(self, serializer, direction):
         cls = serializer.__class__
         parts = cls.__qualname__.split(".")

@@ -68,7 +68,7 @@ MIDDLEWARE = [
     "tenants.middleware.TenantMembershipMiddleware",
 ]
 
-ROOT_URLCONF = "agentwatch_site.urls"
+ROOT_URLCONF = env_str("ROOT_URLCONF", "agentwatch_site.urls")  # bench/ selects bench.urls (a bare baseline view)
 WSGI_APPLICATION = "agentwatch_site.wsgi.application"
 
 TEMPLATES = [
@@ -296,5 +296,7 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        # httpx logs every request URL at INFO; a webhook URL (Slack's) carries a secret in its path.
+        "httpx": {"level": "WARNING"},
     },
 }

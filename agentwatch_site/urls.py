@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 
 from agentwatch_site import views
 from agentwatch_site.api_docs import DocsView, SchemaView
@@ -22,7 +23,8 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     path("v1/", include(api_patterns)),
     # Unknown /v1 paths get the JSON envelope, never an HTML page or an APPEND_SLASH redirect.
-    re_path(r"^v1(?:/.*)?$", api_not_found),
+    # csrf_exempt: a POST or DELETE to an unknown path must get this 404 too, not the CSRF failure page.
+    re_path(r"^v1(?:/.*)?$", csrf_exempt(api_not_found)),
     path("admin/", admin.site.urls),
     path("", include("tenants.urls")),
     path("", include("usage.urls")),

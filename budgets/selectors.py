@@ -3,6 +3,7 @@
 import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.db import connection
 from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -117,31 +118,79 @@ def audit_log_list(*, tenant: Tenant) -> QuerySet[BudgetAuditLog]:
     return BudgetAuditLog.objects.for_tenant(tenant).order_by("-created_at", "-id")
 
 
+def _decimal(value, places: str) -> Decimal | None:
+    """A money value from a raw cursor: Decimal on PostgreSQL, float or int on SQLite."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(repr(value)).quantize(Decimal(places))
+
+
+_SESSION_WITH_TEAM_SQL = None
+
+
+def _session_with_team_sql() -> str:
+    """Written once from the models' table names. The ORM builds the same query (values() across
+    team__budget plus the spend subquery), but compiling it costs more than running it on this hot path."""
+    global _SESSION_WITH_TEAM_SQL
+    if _SESSION_WITH_TEAM_SQL is None:
+        session, budget = SessionState._meta.db_table, TeamBudget._meta.db_table
+        team, daily = Team._meta.db_table, DailySpend._meta.db_table
+        # Table names come from the models, never from input; every value is a parameter.
+        _SESSION_WITH_TEAM_SQL = (
+            f"SELECT s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, t.name, "  # noqa: S608
+            f"b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, "
+            f"(SELECT SUM(d.cost_usd) FROM {daily} d WHERE d.tenant_id = %s AND d.team_name = t.name "
+            f"AND d.day >= %s AND d.day < %s) "
+            f"FROM {session} s LEFT JOIN {budget} b ON b.team_id = s.team_id "
+            f"LEFT JOIN {team} t ON t.id = b.team_id "
+            f"WHERE s.tenant_id = %s AND s.session_id = %s"
+        )
+    return _SESSION_WITH_TEAM_SQL
+
+
+def _session_with_team_budget(tenant: Tenant, session_id: str, now: datetime.datetime) -> tuple[dict | None,
+                                                                                              dict | None]:
+    """One indexed read: the session's state (unique tenant + session id), its team's budget (LEFT JOINs on
+    primary and unique keys) and that team's month-to-date spend (the (tenant, team_name, day) index)."""
+    first, next_first = tenant_month_days(tenant, now)
+    ops = connection.ops
+    params = [ops.adapt_datetimefield_value(now), tenant.pk, ops.adapt_datefield_value(first),
+              ops.adapt_datefield_value(next_first), tenant.pk, session_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_session_with_team_sql(), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    spent, active, team_name, budget, threshold, hard_stop, spend = row
+    state = {"spent_usd": _decimal(spent, "1e-10"), "active": bool(active)}
+    if budget is None:
+        return state, None
+    return state, {"team__name": team_name, "monthly_budget_usd": _decimal(budget, "0.01"),
+                   "alert_threshold_pct": int(threshold), "hard_stop": bool(hard_stop),
+                   "current_spend": _decimal(spend, "1e-10") or ZERO}
+
+
 def session_budget_check(*, tenant: Tenant, session_id: str, limit_usd: Decimal, team_name: str | None = None,
                          now: datetime.datetime | None = None) -> dict:
-    """The aw-sdk pre-call check (PRODUCT.md §4). Reads only: the session's state (one indexed read) and, when
-    a team is known (from `team_name` or the session), its budget and month spend (one indexed read).
+    """The aw-sdk pre-call check (PRODUCT.md §4). Reads only, one query as aw-sdk calls it (the session's state
+    joined to its team's budget, with the month spend as an indexed subquery); two when `team_name` is given
+    (the session's state, then that team's budget and month spend).
 
     The session limit comes first (reason `session_budget`); then a hard-stop team at or over its budget
     blocks (reason `team_budget`, with the team's spend and budget). An alert-only team over budget does not
     block; `team.status` says so. Money stays Decimal here."""
     now = now or timezone.now()
-    state = (
-        SessionState.objects.filter(tenant_id=tenant.pk, session_id=session_id)
-        .values_list("spent_usd", "expires_at", "team_id")
-        .first()
-    )
-    session_spent, team_id = ZERO, None
-    if state is not None:
-        spent, expires_at, team_id = state
-        # Idle for 24 hours: the same id starts from zero (the recorder resets it on its next event).
-        if expires_at > now:
-            session_spent = spent
-    team = None
     if team_name:
+        state = SessionState.objects.filter(tenant_id=tenant.pk, session_id=session_id).values(
+            "spent_usd", "expires_at")[:1]
+        state = next(iter(state), None)
+        active = state is not None and state["expires_at"] > now
         team = budget_for_check(tenant=tenant, team_name=team_name)
-    elif team_id is not None:
-        team = budget_for_check(tenant=tenant, team_id=team_id)
+    else:
+        state, team = _session_with_team_budget(tenant, session_id, now)
+        active = state is not None and state["active"]
+    # Idle for 24 hours: the same id starts from zero (the recorder resets it on its next event).
+    session_spent = state["spent_usd"] if active else ZERO
 
     exceeded = session_spent >= limit_usd
     reason = "session_budget" if exceeded else None

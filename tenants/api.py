@@ -87,11 +87,20 @@ class ApiKeyCreatedOutput(ApiKeyOutput):
     key = serializers.CharField(help_text="The full secret. Shown once, in this response only: store it now.")
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string only: DRF's CharField would turn 0 or true into "0" / "True"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ApiKeyListCreateApi(TenantApi):
     """GET /v1/keys lists the tenant's keys; POST /v1/keys creates one and returns its secret once."""
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
+        name = StrictCharField(max_length=100)
         scope = serializers.ChoiceField(choices=ApiKey.Scope.choices)
         expires_at = serializers.DateTimeField(required=False, allow_null=True,
                                                help_text="Optional; must be in the future.")
@@ -152,7 +161,9 @@ def _key_by_reference(tenant, reference: str) -> ApiKey:
     if reference.startswith(KEY_PREFIX) and len(reference) > DISPLAY_PREFIX_LENGTH:
         raise validation_error({"key": [f"Pass the key's id or prefix (its first {DISPLAY_PREFIX_LENGTH} "
                                         "characters), never the full secret."]})
-    matches = list(api_key_list(tenant=tenant).filter(prefix=reference)[:2]) if reference else []
+    # A NUL can be in no prefix, and PostgreSQL refuses to compare text containing one.
+    valid = reference and "\x00" not in reference
+    matches = list(api_key_list(tenant=tenant).filter(prefix=reference)[:2]) if valid else []
     if len(matches) > 1:
         raise Conflict(f"Several keys start with {reference}; revoke by id instead.", code="ambiguous_prefix")
     if not matches:

@@ -145,3 +145,20 @@ def membership_remove(*, membership: Membership) -> None:
         raise ApiError("The last owner cannot be removed: make someone else an owner first.",
                        code="last_owner", status=409)
     Membership.objects.filter(pk=membership.pk).delete()
+
+
+def tenant_settings_update(*, tenant: Tenant, **changes) -> Tenant:
+    """Change cost_mode and/or retention_days (1–3,650); checked here so every caller keeps the rules."""
+    if "cost_mode" in changes and changes["cost_mode"] not in Tenant.CostMode.values:
+        raise InvalidRequest("Cost mode must be blended or catalog.", code="validation_error",
+                             fields={"cost_mode": ["Must be blended or catalog."]})
+    if "retention_days" in changes and not 1 <= int(changes["retention_days"]) <= 3650:
+        raise InvalidRequest("Retention must be 1 to 3,650 days.", code="validation_error",
+                             fields={"retention_days": ["Must be from 1 to 3,650 days."]})
+    fields = [name for name in ("cost_mode", "retention_days") if name in changes]
+    for name in fields:
+        setattr(tenant, name, changes[name])
+    if fields:
+        tenant.save(update_fields=fields)
+        logger.info("tenant settings updated tenant=%s fields=%s", tenant.slug, ",".join(fields))
+    return tenant

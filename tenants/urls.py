@@ -12,3 +12,10 @@ urlpatterns = [
     path("settings/members/<int:membership_id>/role/", views.member_role, name="member-role"),
     path("settings/members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
 ]
+
+urlpatterns += [
+    path("settings/webhooks/", views.webhooks, name="webhooks"),
+    path("settings/webhooks/<int:endpoint_id>/toggle/", views.webhook_toggle, name="webhook-toggle"),
+    path("settings/webhooks/<int:endpoint_id>/delete/", views.webhook_delete, name="webhook-delete"),
+    path("settings/webhooks/<int:endpoint_id>/test/", views.webhook_test, name="webhook-test"),
+]

@@ -14,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from tenants.forms import ApiKeyCreateForm, MemberAddForm, MemberRoleForm, ThrottledLoginForm
+from tenants.forms import ApiKeyCreateForm, MemberAddForm, MemberRoleForm, ThrottledLoginForm, WebhookCreateForm
 from tenants.middleware import SESSION_TENANT_KEY
 from tenants.models import ApiKey, Membership
 from tenants.selectors import api_key_list, get_for_tenant_or_404
@@ -193,3 +193,89 @@ def member_remove(request, membership_id: int):
     if error:
         messages.error(request, error)
     return redirect("members")
+
+
+# --- Settings → Webhooks -----------------------------------------------------------------------------------
+
+WEBHOOK_LOG_SHOWN = 50
+
+
+def _webhooks_context(request, **extra) -> dict:
+    from tenants.models import WebhookDelivery
+    from tenants.webhooks import webhook_endpoint_list
+
+    endpoints = list(webhook_endpoint_list(tenant=request.tenant))
+    deliveries = list(WebhookDelivery.objects.for_tenant(request.tenant).select_related("endpoint")
+                      .order_by("-id")[:WEBHOOK_LOG_SHOWN])
+    context = {"endpoints": endpoints, "deliveries": deliveries, "form": WebhookCreateForm(),
+               "active_nav": "settings", "settings_tab": "webhooks"}
+    context.update(extra)
+    return context
+
+
+@member_required
+def webhooks(request):
+    from agentwatch_site.errors import ApiError
+    from tenants.webhooks import webhook_endpoint_create
+
+    if request.method != "POST":
+        return render_page(request, "tenants/webhooks.html", _webhooks_context(request),
+                           fragment="tenants/_webhooks_panel.html")
+    form = WebhookCreateForm(request.POST)
+    created = secret = None
+    if form.is_valid():
+        try:
+            created, secret = webhook_endpoint_create(
+                tenant=request.tenant, url=form.cleaned_data["url"], description=form.cleaned_data["description"],
+                event_types=form.cleaned_data["event_types"])
+        except ApiError as exc:
+            for field, messages_ in (exc.fields or {"url": [exc.message]}).items():
+                form.add_error(field if field in form.fields else None, messages_)
+    status = 400 if form.errors else 200
+    context = _webhooks_context(request, form=form if form.errors else WebhookCreateForm(), created=created,
+                                secret=secret)
+    return render_page(request, "tenants/webhooks.html", context, fragment="tenants/_webhooks_panel.html",
+                       status=status)
+
+
+@member_required
+@require_POST
+def webhook_toggle(request, endpoint_id: int):
+    from tenants.models import WebhookEndpoint
+    from tenants.webhooks import webhook_endpoint_update
+
+    endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
+    webhook_endpoint_update(endpoint=endpoint, enabled=not endpoint.enabled)
+    if not request.htmx:
+        return redirect("webhooks")
+    return render(request, "tenants/_webhooks_panel.html", _webhooks_context(request))
+
+
+@member_required
+@require_POST
+def webhook_delete(request, endpoint_id: int):
+    from tenants.models import WebhookEndpoint
+    from tenants.webhooks import webhook_endpoint_delete
+
+    endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
+    webhook_endpoint_delete(endpoint=endpoint)
+    if not request.htmx:
+        return redirect("webhooks")
+    return render(request, "tenants/_webhooks_panel.html", _webhooks_context(request))
+
+
+@member_required
+@require_POST
+def webhook_test(request, endpoint_id: int):
+    """Sends a test event now and shows the outcome inline (and in the delivery log)."""
+    from tenants.models import WebhookEndpoint
+    from tenants.webhooks import webhook_test_send
+
+    endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
+    delivery = webhook_test_send(endpoint=endpoint)
+    if not request.htmx:
+        messages.info(request, f"Test event: {delivery.status}"
+                               f"{f' (HTTP {delivery.response_code})' if delivery.response_code else ''}.")
+        return redirect("webhooks")
+    return render(request, "tenants/_webhooks_panel.html", _webhooks_context(request, tested=endpoint.pk,
+                                                                             test_delivery=delivery))

@@ -7,12 +7,20 @@ from django import forms
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from agentwatch_site.dates import tenant_day, tenant_month_days
 from agentwatch_site.errors import ApiError, validation_error
+from agentwatch_site.openapi import error_response
 from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
 from tenants.api_base import TelemetryApi, TenantApi
 from tenants.services import rejected_telemetry_count
@@ -30,6 +38,7 @@ from usage.selectors import (
     team_spend_list,
 )
 from usage.services.ingest import event_batch_ingest, parse_ingest_body, parse_json_body, recorder_wake
+from usage.services.pricing import quantize_cost
 
 
 class IngestEventDoc(serializers.Serializer):
@@ -41,18 +50,18 @@ class IngestEventDoc(serializers.Serializer):
     latency_ms = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
     identified_risks = serializers.ListField(child=serializers.RegexField(r"^[A-Z][A-Z0-9_]{0,63}$"),
                                              required=False, max_length=32)
-    project = serializers.CharField(max_length=200, required=False, allow_null=True)
-    team = serializers.CharField(max_length=100, required=False, allow_null=True)
-    session_id = serializers.CharField(max_length=200, required=False, allow_null=True)
-    iteration_index = serializers.IntegerField(min_value=0, required=False, allow_null=True)
-    event_id = serializers.CharField(max_length=100, required=False, allow_null=True,
+    project = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
+    team = serializers.CharField(max_length=100, required=False, allow_null=True, allow_blank=True)
+    session_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
+    iteration_index = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
+    event_id = serializers.CharField(max_length=100, required=False, allow_null=True, allow_blank=True,
                                      help_text="Idempotency key: the same id twice is one event.")
     timestamp = serializers.DateTimeField(required=False, allow_null=True,
                                           help_text="ISO 8601; default receipt time; at most 5 minutes ahead.")
-    provider = serializers.CharField(max_length=50, required=False, allow_null=True)
-    customer_id = serializers.CharField(max_length=200, required=False, allow_null=True)
-    user_id = serializers.CharField(max_length=200, required=False, allow_null=True)
-    feature_id = serializers.CharField(max_length=200, required=False, allow_null=True)
+    provider = serializers.CharField(max_length=50, required=False, allow_null=True, allow_blank=True)
+    customer_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
+    user_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
+    feature_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
     status = serializers.ChoiceField(choices=["ok", "error"], required=False, allow_null=True)
     metadata = serializers.DictField(required=False, allow_null=True, help_text="At most 4 KB as JSON.")
 
@@ -69,15 +78,27 @@ class IngestApi(TelemetryApi):
         event_ids = serializers.ListField(child=serializers.CharField())
 
     @extend_schema(
-        request={"application/json": inline_serializer(
-            "IngestBody", fields={"event": IngestEventDoc(required=False), "batch": IngestBatchDoc(required=False)}
+        request={"application/json": PolymorphicProxySerializer(
+            component_name="IngestBody", serializers=[IngestEventDoc, IngestBatchDoc],
+            resource_type_field_name=None,
         )},
-        responses={202: OutputSerializer},
+        responses={
+            202: OutputSerializer,
+            413: error_response("Body over 1 MiB."),
+            503: error_response("The database cannot take the events now (nothing was accepted); retry."),
+        },
         examples=[
             OpenApiExample("aw-sdk event", request_only=True, value={
                 "model": "gpt-4o", "latency_ms": 812, "prompt_tokens": 1200, "completion_tokens": 300,
                 "identified_risks": ["PII_EMAIL"], "project": "checkout-service", "team": "payments-eng",
                 "session_id": "ci-run-123", "iteration_index": 4}),
+            OpenApiExample("Batch", request_only=True, value={"events": [
+                {"model": "gpt-4o-mini", "prompt_tokens": 900, "completion_tokens": 120, "team": "search",
+                 "event_id": "run-7-call-1", "timestamp": "2026-11-25T09:30:00Z"},
+                {"model": "gpt-4o-mini", "prompt_tokens": 1400, "completion_tokens": 80, "team": "search",
+                 "event_id": "run-7-call-2", "timestamp": "2026-11-25T09:30:02Z"}]}),
+            OpenApiExample("Accepted", response_only=True, status_codes=["202"],
+                           value={"accepted": 1, "event_ids": ["7d0c5e0f3b2a4c1e9f6a8b7c6d5e4f3a"]}),
         ],
         tags=["telemetry"],
     )
@@ -317,10 +338,15 @@ def _chargeback_lines(rows, columns: list[str]):
                 value = UNALLOCATED
             cells.append(_csv_cell(value))
         for metric in CSV_METRIC_COLUMNS:
-            totals[metric] += row[metric]
-            cells.append(_csv_cell(row[metric]))
+            value = row[metric] or 0
+            if metric == "cost_usd":
+                # Sums come back as the database gives them (SQLite: unscaled); costs keep 10 decimal places.
+                value = quantize_cost(Decimal(value))
+            totals[metric] += value
+            cells.append(_csv_cell(value))
         yield writer.writerow(cells)
     label = ["TOTAL"] + [""] * (len(columns) - 1) if columns else []
+    totals["cost_usd"] = quantize_cost(totals["cost_usd"])
     yield writer.writerow([*label, *(_csv_cell(totals[m]) for m in CSV_METRIC_COLUMNS)])
 
 

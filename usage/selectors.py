@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from django.db.models import Count, Min, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.http import Http404
 from django.utils import timezone
 
 from agentwatch_site.dates import month_start, next_month_start, tenant_month_days
@@ -86,6 +87,9 @@ def session_list(*, tenant: Tenant, team: str | None = None, project: str | None
 
 def session_get(*, tenant: Tenant, session_id: str) -> SessionState:
     """One session of the tenant, or Http404 (another tenant's session is simply not found)."""
+    if "\x00" in session_id:
+        # PostgreSQL cannot even compare text with NUL in it; no session id contains one (ingest refuses it).
+        raise Http404("No session matches the given query.")
     return get_for_tenant_or_404(SessionState, tenant=tenant, session_id=session_id)
 
 
@@ -130,3 +134,19 @@ def session_top_spenders(*, tenant: Tenant, since: datetime.datetime, limit: int
         SessionState.objects.for_tenant(tenant).filter(last_seen__gte=since).select_related("team")
         .order_by("-spent_usd", "-id")[:limit]
     )
+
+
+def unpriced_models_recent(*, tenant: Tenant, days: int = 30) -> list[dict]:
+    """Models seen in the last `days` days (from the daily roll-ups) with neither a catalogue price nor a tenant
+    override, with their event counts: what an admin should price."""
+    from django.db.models import Q
+
+    from usage.models import ModelPrice
+
+    since = timezone.now().date() - datetime.timedelta(days=days)
+    seen = (DailySpend.objects.for_tenant(tenant).filter(day__gte=since).values("model")
+            .annotate(events=Sum("events"), cost_usd=Sum("cost_usd")).order_by("-events"))
+    rows = list(seen)
+    priced = set(ModelPrice.objects.filter(Q(tenant=tenant) | Q(tenant__isnull=True),
+                                           model__in=[row["model"] for row in rows]).values_list("model", flat=True))
+    return [row for row in rows if row["model"] not in priced]

@@ -11,3 +11,12 @@ urlpatterns = [
     path("anomalies/", views.anomalies, name="anomalies"),
     path("anomalies/<int:anomaly_id>/acknowledge/", views.anomaly_ack, name="anomaly-ack"),
 ]
+
+urlpatterns += [
+    path("settings/pricing/", views.pricing, name="pricing"),
+    path("settings/pricing/mode/", views.pricing_mode, name="pricing-mode"),
+    path("settings/pricing/overrides/", views.pricing_override, name="pricing-override"),
+    path("settings/pricing/overrides/<int:price_id>/delete/", views.pricing_override_delete,
+         name="pricing-override-delete"),
+    path("settings/retention/", views.retention, name="retention"),
+]

@@ -2,8 +2,10 @@
 Retention. Every list reads an indexed keyset page; spend figures come from the roll-ups."""
 
 import csv
+import datetime
 from decimal import Decimal
 
+from django import forms
 from django.db.models import Exists, F, OuterRef
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -75,8 +77,8 @@ def activity(request):
         "errors": errors,
         "filter_query": _query(filters),
         "next_query": _query(filters, cursor=page.next_cursor) if page.next_cursor else None,
-        "live_query": _query(filters, after=_newest_id(page.items) or _latest_event_id(request)) if not cursor
-        else None,
+        # Ids grow with insertion, so everything ingested after this render has a higher id than the newest now.
+        "live_query": _query(filters, after=_latest_event_id(request)) if not cursor else None,
         "teams": team_list(tenant=request.tenant),
         "is_filtered": bool(filters),
     }
@@ -272,3 +274,131 @@ def anomaly_ack(request, anomaly_id: int):
     return redirect("anomalies")
 
 
+
+
+# --- Settings → Pricing ----------------------------------------------------------------------------------
+
+def _pricing_context(request, **extra) -> dict:
+    from usage.models import ModelPrice
+    from usage.selectors import unpriced_models_recent
+
+    tenant = request.tenant
+    overrides = {p.model: p for p in ModelPrice.objects.for_tenant(tenant).order_by("model")}
+    catalogue = list(ModelPrice.objects.filter(tenant__isnull=True).order_by("provider", "model"))
+    for price in catalogue:
+        price.override = overrides.get(price.model)
+    context = {
+        "active_nav": "settings", "settings_tab": "pricing", "catalogue": catalogue,
+        "overrides": list(overrides.values()),
+        "custom_overrides": [p for p in overrides.values() if p.model not in {c.model for c in catalogue}],
+        "unpriced": unpriced_models_recent(tenant=tenant), "cost_modes": tenant.CostMode.choices,
+        "price_form": PriceOverrideForm(), "price_errors": {},
+    }
+    context.update(extra)
+    return context
+
+
+@member_required
+def pricing(request):
+    return render_page(request, "usage/pricing.html", _pricing_context(request),
+                       fragment="usage/_pricing_panel.html")
+
+
+@member_required
+@require_POST
+def pricing_mode(request):
+    from tenants.services import tenant_settings_update
+
+    try:
+        tenant_settings_update(tenant=request.tenant, cost_mode=request.POST.get("cost_mode", ""))
+    except ApiError as exc:
+        return render_page(request, "usage/pricing.html", _pricing_context(request, mode_error=exc.message),
+                           fragment="usage/_pricing_panel.html", status=400)
+    if not request.htmx:
+        return redirect("pricing")
+    return render(request, "usage/_pricing_panel.html", _pricing_context(request, saved="cost mode"))
+
+
+@member_required
+@require_POST
+def pricing_override(request):
+    from usage.services.pricing import price_override_set
+
+    form = PriceOverrideForm(request.POST)
+    if not form.is_valid():
+        context = _pricing_context(request, price_form=form)
+        return render_page(request, "usage/pricing.html", context, fragment="usage/_pricing_panel.html",
+                           status=400)
+    price_override_set(tenant=request.tenant, **form.cleaned_data)
+    if not request.htmx:
+        return redirect("pricing")
+    return render(request, "usage/_pricing_panel.html",
+                  _pricing_context(request, saved=f"price of {form.cleaned_data['model']}"))
+
+
+@member_required
+@require_POST
+def pricing_override_delete(request, price_id: int):
+    from usage.models import ModelPrice
+    from usage.services.pricing import price_override_delete
+
+    price = get_for_tenant_or_404(ModelPrice, tenant=request.tenant, pk=price_id)
+    price_override_delete(price=price)
+    if not request.htmx:
+        return redirect("pricing")
+    return render(request, "usage/_pricing_panel.html", _pricing_context(request))
+
+
+class PriceOverrideForm(forms.Form):
+    model = forms.CharField(max_length=200, label="Model")
+    input_per_mtok = forms.DecimalField(min_value=0, max_value=100000, max_digits=12, decimal_places=4,
+                                        label="Input $/MTok")
+    output_per_mtok = forms.DecimalField(min_value=0, max_value=100000, max_digits=12, decimal_places=4,
+                                         label="Output $/MTok")
+
+    def clean_model(self):
+        value = self.cleaned_data["model"].strip()
+        if not value:
+            raise forms.ValidationError("Give the model name exactly as events report it.")
+        return value
+
+
+# --- Settings → Retention --------------------------------------------------------------------------------
+
+class RetentionForm(forms.Form):
+    retention_days = forms.IntegerField(min_value=1, max_value=3650, label="Keep events for (days)")
+
+
+def _retention_context(request, **extra) -> dict:
+    from usage.models import PurgeRun
+
+    tenant = request.tenant
+    cutoff = timezone.now() - datetime.timedelta(days=tenant.retention_days)
+    expired = UsageEvent.objects.for_tenant(tenant).filter(timestamp__lt=cutoff)
+    oldest = expired.order_by("timestamp", "id").values_list("timestamp", flat=True).first()
+    last_run = PurgeRun.objects.filter(dry_run=False).order_by("-started_at").first()
+    context = {
+        "active_nav": "settings", "settings_tab": "retention", "cutoff": cutoff,
+        "expired_count": expired.count() if oldest else 0, "oldest_expired": oldest,
+        "last_run": last_run, "last_run_tenant": (last_run.per_tenant or {}).get(tenant.slug) if last_run else None,
+        "form": RetentionForm(initial={"retention_days": tenant.retention_days}),
+    }
+    context.update(extra)
+    return context
+
+
+@member_required
+def retention(request):
+    from tenants.services import tenant_settings_update
+
+    if request.method == "POST":
+        form = RetentionForm(request.POST)
+        if not form.is_valid():
+            return render_page(request, "usage/retention.html", _retention_context(request, form=form),
+                               fragment="usage/_retention_panel.html", status=400)
+        tenant_settings_update(tenant=request.tenant, retention_days=form.cleaned_data["retention_days"])
+        if not request.htmx:
+            return redirect("retention")
+        return render(request, "usage/_retention_panel.html", _retention_context(request, saved=True))
+    return render_page(request, "usage/retention.html", _retention_context(request),
+                       fragment="usage/_retention_panel.html")

@@ -178,18 +178,24 @@ def test_admin_keys_may_check_too(admin_api):
     assert ok(check(admin_api, "session_id=s&limit_usd=1"))["exceeded"] is False
 
 
-def test_the_check_reads_at_most_twice_and_writes_nothing_to_the_database(tenant, telemetry_api):
+@pytest.mark.parametrize(("query", "reads"), [
+    # As aw-sdk calls it: the session's state joined to its team's budget, with the month spend, in one read.
+    ("session_id=mine&limit_usd=2", 1),
+    # With team=: the session's state, then that team's budget with its month spend.
+    ("session_id=mine&limit_usd=2&team=backend", 2),
+])
+def test_the_check_reads_at_most_twice_and_writes_nothing_to_the_database(tenant, telemetry_api, query, reads):
     budget_upsert(tenant=tenant, team_name="backend", monthly_budget_usd=Decimal("10"), hard_stop=True)
     record(tenant, session_id="mine", tokens=1000, team="backend")
-    ok(check(telemetry_api, "session_id=mine&limit_usd=2"))  # the key's last_used_at is touched once a minute
+    ok(check(telemetry_api, query))  # the key's last_used_at is touched once a minute
     with CaptureQueriesContext(connection) as queries:
-        body = ok(check(telemetry_api, "session_id=mine&limit_usd=2"))
-    assert body["team"]["team"] == "backend"
+        body = ok(check(telemetry_api, query))
+    assert body["team"]["team"] == "backend" and body["team"]["current_spend"] == 0.003
     sqls = [q["sql"] for q in queries.captured_queries]
     assert not [s for s in sqls if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))], sqls
-    # One to authenticate the key, then session state and team budget with month spend.
-    assert len(sqls) == 3, sqls
+    # One read authenticates the key; then the check's own reads.
     assert "tenants_apikey" in sqls[0]
+    assert len(sqls) == 1 + reads, sqls
 
 
 def test_the_last_limit_seen_is_kept_in_the_cache_and_copied_by_the_recorder(tenant, telemetry_api):

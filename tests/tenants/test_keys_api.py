@@ -41,12 +41,14 @@ def test_expiring_admin_key(tenant, admin_api):
 
 
 def test_invalid_create_bodies_are_400_with_fields(tenant, admin_api):
+    """Strings only: a number is not a name (DRF alone would store 0 as "0")."""
     past = (timezone.now() - datetime.timedelta(minutes=1)).isoformat()
     for body, field in [
         ({"scope": "admin"}, "name"), ({"name": "x", "scope": "root"}, "scope"), ({"name": "x"}, "scope"),
         ({"name": "   ", "scope": "admin"}, "name"), ({"name": "x" * 101, "scope": "admin"}, "name"),
         ({"name": "x", "scope": "admin", "expires_at": past}, "expires_at"),
         ({"name": "x", "scope": "admin", "expires_at": "soon"}, "expires_at"),
+        ({"name": 0, "scope": "admin"}, "name"), ({"name": "a\x00b", "scope": "admin"}, "name"),
     ]:
         response = create(admin_api, **body)
         assert response.status_code == 400, body
@@ -108,5 +110,5 @@ def test_other_tenants_key_is_404_and_stays_active(tenant, other_tenant, admin_a
 
 
 def test_unknown_references_are_404(tenant, admin_api):
-    for reference in ("999999", "99999999999999999999999", "aw_live_ZZZZ", "nonsense", "%20"):
+    for reference in ("999999", "99999999999999999999999", "aw_live_ZZZZ", "nonsense", "%20", "aw_live_%00AB"):
         assert admin_api.delete(f"/v1/keys/{reference}").status_code == 404, reference

@@ -31,6 +31,8 @@ def deliveries(settings, transactional_db, allow_private):
     comes due at once), or by a real Celery worker process (production). Returns a wait function."""
     for name, value in KNOBS.items():
         setattr(settings, name, value)
+    # Eager tasks run a scheduled retry at once, so it must be due at once.
+    settings.WEBHOOK_RETRY_BASE_SECONDS = KNOBS["WEBHOOK_RETRY_BASE_SECONDS"] if PRODUCTION_MODE else 0
     worker = None
     if PRODUCTION_MODE:
         worker = WorkerProcess(name="webhooks", env=subprocess_env(**KNOBS)).start()
@@ -286,3 +288,21 @@ def test_runaway_loop_sends_one_anomaly_detected_webhook(transactional_db, tenan
     assert body["data"]["team"] == "agents"
     assert "runaway loop" in body["text"] and "loop-1" in body["text"]
 
+
+
+def test_anomaly_webhooks_lost_with_the_broker_are_sent_by_the_beat(tenant, admin_api, deliveries):
+    from usage.tasks import detect_spend_spikes
+
+    with WebhookReceiver() as receiver:
+        create_endpoint(admin_api, receiver.url, ["anomaly.detected"])
+        now = timezone.now()
+        # Opened while its notification task could not be queued: no delivery exists.
+        anomaly = Anomaly.objects.create(tenant=tenant, kind="runaway_loop", session_id="lost", first_seen=now,
+                                         last_seen=now, details={"prompt_tokens": [1, 2, 3, 5],
+                                                                 "ratios": [2, 1.5, 1.67]})
+        detect_spend_spikes()
+        detect_spend_spikes()
+        delivery = deliveries(lambda: WebhookDelivery.objects.filter(event_id=f"anomaly_{anomaly.pk}",
+                                                                     status="succeeded").first())
+        time.sleep(0.3)
+    assert len(receiver.requests) == 1 and delivery.attempts == 1

@@ -113,6 +113,16 @@ def anomaly_notify(*, anomaly_id: int) -> None:
     )
 
 
+def anomalies_notify_recent(*, hours: int = 2) -> int:
+    """Catch-up for anomaly webhooks whose task was lost (broker down when it was opened): emitting is
+    idempotent per endpoint and anomaly, so re-emitting the recent ones sends only what is missing."""
+    since = timezone.now() - datetime.timedelta(hours=hours)
+    recent = list(Anomaly.objects.filter(first_seen__gte=since).values_list("pk", flat=True)[:1000])
+    for anomaly_id in recent:
+        anomaly_notify(anomaly_id=anomaly_id)
+    return len(recent)
+
+
 def anomaly_text(anomaly: Anomaly) -> str:
     team = f" (team {anomaly.team.name})" if anomaly.team else ""
     details = anomaly.details or {}

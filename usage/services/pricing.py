@@ -44,3 +44,18 @@ def event_cost(event: UsageEvent, *, cost_mode: str, prices: dict[str, ModelPric
             return catalog_cost(event.prompt_tokens, event.completion_tokens, price), UsageEvent.PricedBy.CATALOG
         return blended_cost(event.prompt_tokens, event.completion_tokens), UsageEvent.PricedBy.FALLBACK
     return blended_cost(event.prompt_tokens, event.completion_tokens), UsageEvent.PricedBy.BLENDED
+
+
+def price_override_set(*, tenant: Tenant, model: str, input_per_mtok: Decimal, output_per_mtok: Decimal,
+                       provider: str = "") -> ModelPrice:
+    """The tenant's own price for `model` (over the global catalogue); applies to events recorded from now on."""
+    price, _ = ModelPrice.objects.update_or_create(
+        tenant=tenant, model=model,
+        defaults={"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok, "provider": provider},
+    )
+    return price
+
+
+def price_override_delete(*, price: ModelPrice) -> None:
+    if price.tenant_id is not None:
+        price.delete()

@@ -1,0 +1,311 @@
+"""Budget-check benchmark (not a test): gunicorn (sync workers) + PostgreSQL + Redis, 100k sessions and 50 teams.
+
+(a) closed loop (wrk): GET /v1/budget-check (aw-sdk's pre-call check, a random one of the 100k sessions each time,
+    each with a team that has a budget: session state, budget and month spend in one query) and
+    GET /v1/teams/budget-check?team= (a random one of the 50 teams), next to two baselines on the same gunicorn:
+    a bare DRF JSON view (GET /bench/bare-json: no authentication, no I/O) and /healthz (one SQL query, a Redis
+    PING, the ingest-lag query) — requests/s, p50/p99, ratio to the baselines;
+(b) open loop: /v1/budget-check paced at --rate requests/s (200 by default) — p50/p99 latency.
+
+    .venv/bin/python bench/budget_check.py [--write]   # --write puts the figures under "Budget checks" in RESULTS.md
+
+The tenant's rate limits are raised far above the load for the run (still counted in Redis on every request): the
+6,000/min telemetry default would otherwise be what is measured. A Celery worker runs, as in production, so the
+API key's last_used_at is written once a minute by a task (otherwise every request would retry that in Redis).
+Figures on a shared 2-core machine are noisy (load generator, gunicorn, PostgreSQL and Redis share the cores, and
+other work may be running): read them as lower bounds.
+"""
+
+import argparse
+import asyncio
+import datetime
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    ROOT,
+    WrkResult,
+    _ms,
+    bench_env,
+    percentile,
+    start_gunicorn,
+    start_worker,
+    write_results_section,
+)
+
+SESSIONS = 100_000
+TEAMS = 50
+TENANT_SLUG = "bench-budgets"
+RATE_LIMIT = 2_000_000_000
+TARGET_RPS = 1500
+TARGET_P99_MS = 10.0
+TARGET_RATIO = 0.60
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=os.environ.get(
+        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/aw_budgets_bench"))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"))
+    parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=15, help="seconds of wrk per endpoint")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=200, help="paced requests/s for the latency run")
+    parser.add_argument("--rate-duration", type=float, default=15)
+    parser.add_argument("--skip-seed", action="store_true", help="reuse the data of an earlier run")
+    parser.add_argument("--write", action="store_true", help="write the figures into bench/RESULTS.md")
+    return parser.parse_args()
+
+
+# --- Database and data ----------------------------------------------------------------------------------------
+
+def ensure_database(database_url: str) -> None:
+    import psycopg
+
+    parts = urllib.parse.urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def migrate(env: dict) -> None:
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+
+
+def seed(env: dict) -> dict:
+    """One tenant: 50 teams with budgets (every other one hard-stop), month-to-date daily roll-ups for each, and
+    100k sessions spread over the teams. Returns the raw keys."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.utils import timezone
+
+    from agentwatch_site.dates import tenant_month_days
+    from budgets.services import budget_upsert
+    from tenants.models import Tenant
+    from tenants.services import api_key_create, tenant_create
+    from usage.models import DailySpend, SessionState
+
+    Tenant.objects.filter(slug=TENANT_SLUG).delete()
+    tenant = tenant_create(name="Bench budgets", slug=TENANT_SLUG)
+    # Counted as in production, but far above what the run sends (the default would be what is measured).
+    Tenant.objects.filter(pk=tenant.pk).update(admin_rate_limit_per_minute=RATE_LIMIT,
+                                               telemetry_rate_limit_per_minute=RATE_LIMIT)
+    _, telemetry_key = api_key_create(tenant=tenant, name="bench telemetry", scope="telemetry")
+    _, admin_key = api_key_create(tenant=tenant, name="bench admin", scope="admin")
+    teams = []
+    for n in range(TEAMS):
+        budget, _ = budget_upsert(tenant=tenant, team_name=f"team-{n:02d}", monthly_budget_usd=Decimal("1000"),
+                                  hard_stop=n % 2 == 0)
+        teams.append(budget.team)
+    now = timezone.now()
+    first, _ = tenant_month_days(tenant, now)
+    days = [first + datetime.timedelta(days=d) for d in range((now.date() - first).days + 1)]
+    rng = random.Random(7)
+    DailySpend.objects.bulk_create([
+        DailySpend(tenant=tenant, day=day, team_name=team.name, project="bench", model=model, events=10,
+                   prompt_tokens=10_000, completion_tokens=1_000, cost_usd=Decimal(rng.randint(1, 2000)) / 100)
+        for day in days for team in teams for model in ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4")
+    ], batch_size=5000)
+    expires = now + datetime.timedelta(hours=24)
+    for start in range(0, SESSIONS, 10_000):
+        SessionState.objects.bulk_create([
+            SessionState(tenant=tenant, session_id=f"bench-{i:06d}", team=teams[i % TEAMS],
+                         spent_usd=Decimal(rng.randint(0, 300)) / 100, events=3, iterations=3,
+                         first_seen=now, last_seen=now, expires_at=expires)
+            for i in range(start, min(SESSIONS, start + 10_000))
+        ])
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return {"telemetry": telemetry_key, "admin": admin_key}
+
+
+# --- Load ------------------------------------------------------------------------------------------------------
+
+def run_wrk_get(base_url: str, *, lua_request: str, key: str | None, duration: float, connections: int,
+                threads: int = 2) -> WrkResult:
+    """wrk with a Lua `request()` that builds each GET path (a different session or team each time)."""
+    lua = "math.randomseed(os.time())\n"
+    if key:
+        lua += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    lua += lua_request
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
+                "-s", script.name, base_url]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+    finally:
+        os.unlink(script.name)
+    distribution = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+(?:us|ms|s|m))\s*$", out, re.M))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),
+        requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        p50_ms=_ms(distribution["50"]), p99_ms=_ms(distribution["99"]),
+        non_2xx=int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        raw=out,
+    )
+
+
+SESSION_REQUEST = f"""
+request = function()
+  local path = string.format("/v1/budget-check?session_id=bench-%06d&limit_usd=2.0", math.random(0, {SESSIONS - 1}))
+  return wrk.format("GET", path)
+end
+"""
+TEAM_REQUEST = f"""
+request = function()
+  return wrk.format("GET", string.format("/v1/teams/budget-check?team=team-%02d", math.random(0, {TEAMS - 1})))
+end
+"""
+HEALTHZ_REQUEST = """
+request = function()
+  return wrk.format("GET", "/healthz")
+end
+"""
+BARE_REQUEST = """
+request = function()
+  return wrk.format("GET", "/bench/bare-json")
+end
+"""
+
+
+def paced_gets(base_url: str, *, key: str, rate: float, duration: float) -> tuple[list[float], int]:
+    """Open loop: GET a random session's check at `rate`/s for `duration` s, whatever the server does.
+    Returns latencies in ms (successful requests) and the number of failures."""
+    parsed = urllib.parse.urlsplit(base_url)
+    host, port = parsed.hostname, parsed.port
+    rng = random.Random(11)
+
+    async def one(path: str) -> tuple[float, int]:
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
+                          "Connection: close\r\n\r\n").encode())
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+        status = int(raw.split(b" ", 2)[1]) if raw else 0
+        return (time.perf_counter() - started) * 1000, status
+
+    async def main():
+        begin = time.monotonic()
+        tasks = []
+        for i in range(int(rate * duration)):
+            delay = begin + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            path = f"/v1/budget-check?session_id=bench-{rng.randrange(SESSIONS):06d}&limit_usd=2.0"
+            tasks.append(asyncio.create_task(one(path)))
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    latencies, failures = [], 0
+    for result in asyncio.run(main()):
+        if isinstance(result, BaseException) or result[1] != 200:
+            failures += 1
+        else:
+            latencies.append(result[0])
+    return latencies, failures
+
+
+def main() -> None:
+    args = parse_args()
+    env = bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url, ROOT_URLCONF="bench.urls",
+                    DB_CONN_MAX_AGE=600)
+    ensure_database(args.database_url)
+    migrate(env)
+    print("seeding 100k sessions and 50 teams …", flush=True)
+    keys = seed(env)
+
+    started = datetime.datetime.now(datetime.UTC)
+    with start_worker(env, name="celery-budgets"), \
+            start_gunicorn(env, workers=args.web_workers, name="gunicorn-budgets",
+                           ready_path="/bench/bare-json") as web:
+        # Sanity: the check answers as documented before it is measured.
+        sample = httpx.get(f"{web.url}/v1/budget-check?session_id=bench-000002&limit_usd=2.0",
+                           headers={"Authorization": f"Bearer {keys['telemetry']}"}, timeout=5).json()
+        assert sample["team"]["team"] == "team-02", sample
+        print("sample:", sample, flush=True)
+
+        run_wrk_get(web.url, lua_request=SESSION_REQUEST, key=keys["telemetry"], duration=3,
+                    connections=args.connections)
+        results = {}
+        for name, lua, key in [
+            ("bare JSON view (baseline)", BARE_REQUEST, None),
+            ("GET /healthz (1 SQL query + Redis PING + ingest-lag query)", HEALTHZ_REQUEST, None),
+            ("GET /v1/budget-check", SESSION_REQUEST, keys["telemetry"]),
+            ("GET /v1/teams/budget-check", TEAM_REQUEST, keys["admin"]),
+        ]:
+            results[name] = run_wrk_get(web.url, lua_request=lua, key=key, duration=args.duration,
+                                        connections=args.connections)
+            r = results[name]
+            print(f"{name}: {r.requests_per_s:.0f} req/s p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms "
+                  f"non-2xx {r.non_2xx} socket errors {r.socket_errors}", flush=True)
+        latencies, failures = paced_gets(web.url, key=keys["telemetry"], rate=args.rate,
+                                         duration=args.rate_duration)
+    paced = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "n": len(latencies)}
+    print(f"paced {args.rate:.0f} req/s: p50 {paced['p50']:.2f} ms p99 {paced['p99']:.2f} ms "
+          f"({paced['n']} ok, {failures} failed)", flush=True)
+
+    baseline = results["bare JSON view (baseline)"].requests_per_s
+    load = os.getloadavg()
+    rows = []
+    for name, r in results.items():
+        ratio = r.requests_per_s / baseline if baseline else float("nan")
+        rows.append(f"| {name} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio:.0%} | "
+                    f"{r.non_2xx + r.socket_errors} |")
+    session = results["GET /v1/budget-check"]
+    verdict = [
+        f"- /v1/budget-check ≥ {TARGET_RPS:,} req/s: {'met' if session.requests_per_s >= TARGET_RPS else 'NOT met'} "
+        f"({session.requests_per_s:,.0f}).",
+        f"- p99 < {TARGET_P99_MS:g} ms at {args.rate:.0f} req/s: "
+        f"{'met' if paced['p99'] < TARGET_P99_MS else 'NOT met'} ({paced['p99']:.2f} ms).",
+        f"- ≥ {TARGET_RATIO:.0%} of the baseline: "
+        f"{'met' if session.requests_per_s >= TARGET_RATIO * baseline else 'NOT met'} "
+        f"({session.requests_per_s / baseline:.0%}).",
+    ]
+    text = "\n".join([
+        f"Run {started:%Y-%m-%d %H:%M} UTC by `bench/budget_check.py`: gunicorn {args.web_workers} sync workers, "
+        f"PostgreSQL and Redis on the same 2-core machine, {SESSIONS:,} sessions and {TEAMS} teams with budgets "
+        f"and month-to-date roll-ups; wrk {args.connections} connections × {args.duration:g} s per row "
+        f"(a random session or team per request); tenant rate limits counted but raised above the load; "
+        f"a Celery worker running. "
+        f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
+        "",
+        "| endpoint | requests/s | p50 ms | p99 ms | vs baseline | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+        f"Open loop, /v1/budget-check paced at {args.rate:.0f} requests/s for {args.rate_duration:g} s: "
+        f"p50 {paced['p50']:.2f} ms, p99 {paced['p99']:.2f} ms ({paced['n']:,} answered 200, {failures} failed).",
+        "",
+        *verdict,
+    ])
+    print(text)
+    if args.write:
+        write_results_section("Budget checks", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Budget status as spend is recorded, threshold alerts (once per team per month per level, also under racing
+worker processes), their webhooks, /v1/alerts, and the calendar-month boundary."""
+
+import datetime
+import re
+import time
+from decimal import Decimal
+
+import time_machine
+from django.utils import timezone
+
+from budgets.models import BudgetAlert
+from budgets.services import budget_alerts_check, budget_upsert
+from budgets.tasks import budget_alerts_check as budget_alerts_check_task
+from tenants.models import Team, WebhookDelivery
+from tenants.webhooks import webhook_endpoint_create
+from tests.conftest import WorkerProcess, requires_production, wait_until_recorded
+from tests.fakes import WebhookReceiver
+from usage.services.ingest import event_batch_ingest, parse_ingest_body
+from usage.services.recording import events_record_pending
+from usage.tasks import record_pending_events
+
+
+def sdk_event(tokens: int, *, team="backend-engineers", session="run-1", iteration=1) -> dict:
+    """aw-sdk's event; blended pricing makes it cost tokens × $3 per million."""
+    return {"model": "gpt-4o", "prompt_tokens": tokens, "completion_tokens": 0, "latency_ms": 3,
+            "team": team, "session_id": session, "iteration_index": iteration}
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+def team_status(admin_api) -> dict:
+    response = admin_api.get("/v1/teams/budget-check?team=backend-engineers")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_status_goes_ok_alert_exceeded_as_events_are_recorded_with_one_alert_per_level(
+        tenant, admin_api, telemetry_api, recording, settings, django_capture_on_commit_callbacks):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                  alert_threshold_pct=50, hard_stop=True)
+    with WebhookReceiver() as receiver:
+        webhook_endpoint_create(tenant=tenant, url=f"{receiver.url}/hook",
+                                event_types=["budget.threshold", "budget.exceeded"])
+        steps = [(1000, "ok", 30.0, []),  # $0.003
+                 (1000, "alert", 60.0, ["threshold"]),  # $0.006
+                 (1000, "alert", 90.0, ["threshold"]),  # $0.009
+                 (1000, "exceeded", 120.0, ["threshold", "exceeded"]),  # $0.012
+                 (1000, "exceeded", 150.0, ["threshold", "exceeded"])]
+        for n, (tokens, status, pct, levels) in enumerate(steps, start=1):
+            # Embedded: the webhook sender enqueues on commit, which a test transaction never reaches.
+            with django_capture_on_commit_callbacks(execute=True):
+                response = telemetry_api.post("/v1/ingest", sdk_event(tokens, iteration=n), format="json")
+            assert response.status_code == 202
+            recording()
+            wait_for(lambda levels=levels: BudgetAlert.objects.filter(tenant=tenant).count() == len(levels),
+                     what=f"{len(levels)} alerts")
+            body = team_status(admin_api)
+            assert (body["status"], body["pct_used"]) == (status, pct), n
+            assert sorted(BudgetAlert.objects.values_list("level", flat=True)) == sorted(levels)
+
+        alerts = admin_api.get("/v1/alerts").json()
+        assert [a["level"] for a in alerts["data"]] == ["exceeded", "threshold"]
+        exceeded, threshold = alerts["data"]
+        assert exceeded["team"] == "backend-engineers" and exceeded["threshold_pct"] == 100
+        assert (exceeded["spend_usd"], exceeded["budget_usd"]) == (0.012, 0.01)
+        assert (threshold["threshold_pct"], threshold["spend_usd"]) == (50, 0.006)
+        assert exceeded["month"] == timezone.now().date().replace(day=1).isoformat()
+
+        deliveries = WebhookDelivery.objects.filter(tenant=tenant).order_by("id")
+        assert [d.event_type for d in deliveries] == ["budget.threshold", "budget.exceeded"]
+        assert "has used 60.00% of its $0.01 monthly budget" in deliveries[0].payload["text"]
+        assert "exceeded its $0.01 monthly budget" in deliveries[1].payload["text"]
+        assert "Hard stop is on" in deliveries[1].payload["text"]
+        assert deliveries[1].payload["data"]["team"] == "backend-engineers"
+        assert deliveries[1].payload["data"]["spend_usd"] == 0.012
+        wait_for(lambda: len(receiver.requests) == 2, what="two webhook requests")
+
+
+def test_alerts_are_listed_newest_first_with_paging_and_never_across_tenants(tenant, other_tenant, admin_api,
+                                                                             other_admin_api):
+    now = timezone.now()
+    for n in range(3):
+        team = Team.objects.create(tenant=tenant, name=f"team-{n}")
+        for level in ("threshold", "exceeded"):
+            BudgetAlert.objects.create(tenant=tenant, team=team, month=now.date().replace(day=1), level=level,
+                                       threshold_pct=80, spend_usd=Decimal("1"), budget_usd=Decimal("1"))
+    first = admin_api.get("/v1/alerts?limit=4").json()
+    assert len(first["data"]) == 4 and first["next_cursor"]
+    second = admin_api.get(f"/v1/alerts?limit=4&cursor={first['next_cursor']}").json()
+    assert len(second["data"]) == 2 and second["next_cursor"] is None
+    ids = [a["id"] for a in first["data"] + second["data"]]
+    assert ids == sorted(ids, reverse=True)
+    only = admin_api.get("/v1/alerts?team=TEAM-1").json()["data"]
+    assert {a["team"] for a in only} == {"team-1"} and len(only) == 2
+    assert other_admin_api.get("/v1/alerts").json()["data"] == []
+    assert admin_api.get("/v1/alerts?limit=0").status_code == 400
+
+
+def test_checking_alerts_again_creates_nothing_twice(tenant):
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"))
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(5000), now=timezone.now()),
+                       received_at=timezone.now())
+    events_record_pending()
+    team = Team.objects.get(tenant=tenant)
+    created = budget_alerts_check(tenant=tenant, team_ids=[team.pk])
+    assert [a.level for a in created] == ["threshold", "exceeded"]
+    assert budget_alerts_check(tenant=tenant, team_ids=[team.pk]) == []
+    assert budget_alerts_check_task.run(tenant.pk, [team.pk]) == 0
+    assert budget_alerts_check_task.run(999_999, [team.pk]) == 0
+    assert BudgetAlert.objects.count() == 2
+
+
+def test_threshold_of_100_percent_sends_only_the_exceeded_alert(tenant):
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                  alert_threshold_pct=100)
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(5000), now=timezone.now()),
+                       received_at=timezone.now())
+    events_record_pending()
+    team = Team.objects.get(tenant=tenant)
+    assert [a.level for a in budget_alerts_check(tenant=tenant, team_ids=[team.pk])] == ["exceeded"]
+
+
+def record_at(tenant, moment: datetime.datetime, tokens: int, iteration: int) -> None:
+    with time_machine.travel(moment, tick=False):
+        event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(tokens, iteration=iteration),
+                                                                   now=moment), received_at=moment)
+        events_record_pending()
+
+
+def test_month_boundary_last_second_of_a_month_and_first_of_the_next(tenant, admin_api):
+    last_second = datetime.datetime(2026, 1, 31, 23, 59, 59, tzinfo=datetime.UTC)
+    first_second = datetime.datetime(2026, 2, 1, 0, 0, 0, tzinfo=datetime.UTC)
+    with time_machine.travel(last_second - datetime.timedelta(days=2), tick=False):
+        budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"))
+    record_at(tenant, last_second, 4000, 1)  # $0.012 in January
+    team = Team.objects.get(tenant=tenant)
+    with time_machine.travel(last_second, tick=False):
+        assert team_status(admin_api)["status"] == "exceeded"
+        assert team_status(admin_api)["current_spend"] == 0.012
+        assert len(budget_alerts_check(tenant=tenant, team_ids=[team.pk])) == 2
+    with time_machine.travel(first_second, tick=False):
+        body = team_status(admin_api)
+        assert (body["status"], body["current_spend"], body["pct_used"]) == ("ok", 0.0, 0.0)
+        assert budget_alerts_check(tenant=tenant, team_ids=[team.pk]) == []
+    record_at(tenant, first_second, 3000, 2)  # $0.009 in February
+    with time_machine.travel(first_second, tick=False):
+        assert team_status(admin_api)["status"] == "alert"
+        created = budget_alerts_check(tenant=tenant, team_ids=[team.pk])
+        assert [(a.level, a.month) for a in created] == [("threshold", datetime.date(2026, 2, 1))]
+    months = sorted(BudgetAlert.objects.values_list("month", "level"))
+    assert months == [(datetime.date(2026, 1, 1), "exceeded"), (datetime.date(2026, 1, 1), "threshold"),
+                      (datetime.date(2026, 2, 1), "threshold")]
+
+
+def test_month_follows_the_tenants_time_zone(tenant, admin_api):
+    tenant.timezone = "America/New_York"
+    tenant.save(update_fields=["timezone"])
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"))
+    # 03:00 UTC on 1 February is still 31 January in New York.
+    moment = datetime.datetime(2026, 2, 1, 3, 0, tzinfo=datetime.UTC)
+    record_at(tenant, moment, 3000, 1)
+    with time_machine.travel(moment, tick=False):
+        assert team_status(admin_api)["current_spend"] == 0.009
+    with time_machine.travel(datetime.datetime(2026, 2, 1, 5, 0, tzinfo=datetime.UTC), tick=False):
+        assert team_status(admin_api)["current_spend"] == 0.0
+
+
+@requires_production
+def test_two_worker_processes_recording_at_once_create_exactly_one_alert_per_level(tenant, transactional_db,
+                                                                                   settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                  alert_threshold_pct=50)
+    with WebhookReceiver() as receiver:
+        webhook_endpoint_create(tenant=tenant, url=f"{receiver.url}/hook",
+                                event_types=["budget.threshold", "budget.exceeded"])
+        now = timezone.now()
+        for batch in range(6):
+            events = [sdk_event(10, session=f"run-{batch}-{i % 50}", iteration=i) for i in range(1000)]
+            event_batch_ingest(tenant=tenant, events=parse_ingest_body({"events": events}, now=now),
+                               received_at=now)
+        team = Team.objects.get(tenant=tenant)
+        workers = [WorkerProcess(name=f"alerts{n}", concurrency=2).start() for n in range(2)]
+        try:
+            for _ in range(6):
+                record_pending_events.delay()
+            # And a burst of checks racing each other and the recording's own follow-ups.
+            for _ in range(20):
+                budget_alerts_check_task.delay(tenant.pk, [team.pk])
+            wait_until_recorded(timeout=120)
+
+            def checks_done() -> int:
+                pattern = rb"budgets\.tasks\.budget_alerts_check\[[^\]]+\] succeeded"
+                return sum(len(re.findall(pattern, w.log_path.read_bytes())) for w in workers)
+
+            wait_for(lambda: checks_done() >= 21, timeout=60, what="every alert check to finish")
+            wait_for(lambda: len(receiver.requests) >= 2, timeout=30, what="webhook requests")
+            time.sleep(1)
+        finally:
+            for worker in workers:
+                worker.stop()
+    assert sorted(BudgetAlert.objects.filter(tenant=tenant).values_list("level", flat=True)) == [
+        "exceeded", "threshold"]
+    assert sorted(WebhookDelivery.objects.filter(tenant=tenant).values_list("event_type", flat=True)) == [
+        "budget.exceeded", "budget.threshold"]
+    assert len(receiver.requests) == 2

@@ -1,0 +1,99 @@
+"""Activity: newest first, filters in the URL, keyset pages, live refresh, details, CSV of the filtered rows."""
+
+import csv
+import datetime
+import io
+
+from django.utils import timezone
+
+from .data import event, record
+
+
+def _events(n, **fields):
+    now = timezone.now()
+    return [event(timestamp=now - datetime.timedelta(minutes=i), event_id=f"e{i:03d}", **fields) for i in range(n)]
+
+
+def test_activity_lists_newest_first_with_expandable_details(owner_client, tenant):
+    record(tenant, _events(3, customer_id="acme"))
+    html = owner_client.get("/activity/").content.decode()
+    assert html.index("e000") < html.index("e001") < html.index("e002")
+    assert '<details class="evt' in html and "acme / — / —" in html
+    assert 'id="activity-poller"' in html and 'hx-trigger="every 5s"' in html
+
+
+def test_activity_filters_by_team_and_keeps_the_filter_in_links(owner_client, tenant):
+    record(tenant, _events(2, team="search") + [event(team="payments-eng", event_id="pay-1")])
+    html = owner_client.get("/activity/?team=SEARCH").content.decode()
+    assert "e000" in html and "pay-1" not in html
+    assert 'href="/activity/export.csv?team=SEARCH"' in html
+    assert "/activity/live/?team=SEARCH&amp;after=" in html
+
+
+def test_activity_htmx_request_gets_only_the_results_fragment(owner_client, tenant, htmx):
+    record(tenant, _events(1))
+    full = owner_client.get("/activity/")
+    part = owner_client.get("/activity/", **htmx("activity-results"))
+    assert b"<html" in full.content and b"<html" not in part.content
+    assert b"e000" in part.content
+    assert "HX-Request" in part["Vary"]
+
+
+def test_invalid_filter_is_shown_as_an_error_not_a_500(owner_client, tenant):
+    response = owner_client.get("/activity/?from=yesterday&risk=bad tag")
+    assert response.status_code == 400
+    assert b"Check the filters" in response.content and b"ISO 8601" in response.content
+
+
+def test_activity_pages_with_a_keyset_cursor(owner_client, tenant, htmx):
+    record(tenant, _events(60))
+    first = owner_client.get("/activity/").content.decode()
+    assert "e049" in first and "e050" not in first
+    import re
+
+    next_url = re.search(r'hx-get="(/activity/\?cursor=[^"]+)"', first).group(1).replace("&amp;", "&")
+    more = owner_client.get(next_url, **htmx("activity-more")).content.decode()
+    assert "e050" in more and "e059" in more and "e049" not in more
+    assert 'hx-swap-oob="beforeend:#event-list"' in more
+    assert "Load older events" not in more
+    assert owner_client.get("/activity/?cursor=garbage").status_code == 200
+
+
+def test_live_refresh_returns_only_new_events_matching_the_filters(owner_client, tenant, htmx):
+    record(tenant, _events(2, team="search"))
+    html = owner_client.get("/activity/?team=search").content.decode()
+    import re
+
+    live_url = re.search(r'hx-get="(/activity/live/\?[^"]+)"', html).group(1).replace("&amp;", "&")
+    assert owner_client.get(live_url, **htmx()).content.count(b'<details class="evt') == 0
+    record(tenant, [event(team="search", event_id="fresh-1"), event(team="other", event_id="fresh-2")])
+    response = owner_client.get(live_url, **htmx()).content.decode()
+    assert "fresh-1" in response and "fresh-2" not in response and "e000" not in response
+    assert 'hx-swap-oob="afterbegin:#event-list"' in response
+    new_url = re.search(r'hx-get="(/activity/live/\?[^"]+)"', response).group(1).replace("&amp;", "&")
+    assert "fresh-1" not in owner_client.get(new_url, **htmx()).content.decode()
+
+
+def test_csv_download_has_the_filtered_rows_and_defuses_formulas(owner_client, tenant):
+    record(tenant, _events(3, team="search", customer_id="=HYPERLINK(1)") + [event(team="other", event_id="x")])
+    response = owner_client.get("/activity/export.csv?team=search")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [r["event_id"] for r in rows] == ["e000", "e001", "e002"]
+    assert rows[0]["customer_id"] == "'=HYPERLINK(1)"
+    assert rows[0]["cost_usd"] == "0.0036000000"
+
+
+def test_activity_never_shows_another_tenants_events(owner_client, tenant, other_tenant):
+    record(other_tenant, [event(event_id="theirs", model="their-model")])
+    assert b"their-model" not in owner_client.get("/activity/").content
+    csv_body = b"".join(owner_client.get("/activity/export.csv").streaming_content)
+    assert b"their-model" not in csv_body
+
+
+def test_activity_query_count_is_flat(owner_client, tenant, django_assert_max_num_queries):
+    record(tenant, _events(120, team="search"))
+    with django_assert_max_num_queries(9):
+        assert owner_client.get("/activity/?team=search").status_code == 200

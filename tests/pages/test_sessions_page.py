@@ -1,0 +1,84 @@
+"""Sessions list (filters, keyset pages, flags) and the session page (token chart with the loop marked)."""
+
+import re
+from decimal import Decimal
+
+from django.core.cache import cache
+
+from usage.models import SessionState
+
+from .data import event, record, runaway_session
+
+
+def test_sessions_list_shows_spend_iterations_team_and_flag(owner_client, tenant):
+    record(tenant, runaway_session(session_id="loop-1") + [event(session_id="calm-1", iteration_index=1)])
+    html = owner_client.get("/sessions/").content.decode()
+    assert 'href="/sessions/loop-1/"' in html and 'href="/sessions/calm-1/"' in html
+    assert html.count("flagged</span>") == 1
+    assert "payments-eng" in html
+
+
+def test_only_flagged_filter_keeps_the_loop_session(owner_client, tenant, htmx):
+    record(tenant, runaway_session(session_id="loop-1") + [event(session_id="calm-1", iteration_index=1)])
+    response = owner_client.get("/sessions/?flagged=1", **htmx("sessions-results"))
+    html = response.content.decode()
+    assert "<html" not in html and "loop-1" in html and "calm-1" not in html
+
+
+def test_only_over_limit_filter_uses_the_last_limit_seen(owner_client, tenant, telemetry_api):
+    record(tenant, [event(session_id="big", iteration_index=1, prompt_tokens=1_000_000, completion_tokens=0),
+                    event(session_id="small", iteration_index=1, prompt_tokens=10, completion_tokens=0)])
+    SessionState.objects.filter(session_id="big").update(last_limit_usd=Decimal("1"))
+    SessionState.objects.filter(session_id="small").update(last_limit_usd=Decimal("1"))
+    html = owner_client.get("/sessions/?over_limit=1").content.decode()
+    assert "/sessions/big/" in html and "/sessions/small/" not in html
+    cache.clear()
+
+
+def test_sessions_filter_by_team_and_page_with_a_cursor(owner_client, tenant, htmx):
+    record(tenant, [event(session_id=f"s-{n:02d}", iteration_index=1, team="search") for n in range(55)]
+           + [event(session_id="elsewhere", team="support")])
+    first = owner_client.get("/sessions/?team=search").content.decode()
+    assert "elsewhere" not in first and first.count('href="/sessions/s-') == 50
+    next_url = re.search(r'hx-get="(/sessions/\?[^"]*cursor=[^"]+)"', first).group(1).replace("&amp;", "&")
+    more = owner_client.get(next_url, **htmx("sessions-more")).content.decode()
+    assert more.count('href="/sessions/s-') == 5 and 'hx-swap-oob="beforeend:#session-rows"' in more
+
+
+def test_session_page_marks_the_runaway_loop_on_the_token_chart(owner_client, tenant):
+    record(tenant, runaway_session(session_id="loop-1", iterations=8))
+    html = owner_client.get("/sessions/loop-1/").content.decode()
+    assert '<svg class="chart"' in html
+    assert html.count('class="loop-zone"') == 4
+    assert "runaway loop" in html and "Runaway loop (open)" in html
+    assert "growth ×2.00" in html
+    assert "Iteration 8: 32,000 prompt + 150 completion tokens" in html
+
+
+def test_session_ids_with_slashes_and_spaces_are_escaped_and_found(owner_client, tenant):
+    session_id = "ci/run 42?x=<b>"
+    record(tenant, [event(session_id=session_id, iteration_index=1)])
+    listing = owner_client.get("/sessions/").content.decode()
+    assert 'href="/sessions/ci/run%2042%3Fx=%3Cb%3E/"' in listing
+    page = owner_client.get("/sessions/ci/run%2042%3Fx=%3Cb%3E/")
+    assert page.status_code == 200
+    assert "ci/run 42?x=&lt;b&gt;" in page.content.decode()
+
+
+def test_unknown_session_is_404(owner_client, tenant):
+    assert owner_client.get("/sessions/nope/").status_code == 404
+
+
+def test_session_page_with_500_iterations_has_flat_query_count(owner_client, tenant,
+                                                              django_assert_max_num_queries):
+    record(tenant, [event(session_id="long", iteration_index=i, prompt_tokens=1000 + i) for i in range(1, 501)])
+    with django_assert_max_num_queries(10):
+        response = owner_client.get("/sessions/long/")
+    assert response.status_code == 200
+    assert response.content.decode().count('class="seg prompt"') == 500
+
+
+def test_sessions_list_query_count_is_flat(owner_client, tenant, django_assert_max_num_queries):
+    record(tenant, [event(session_id=f"s-{n}", iteration_index=1) for n in range(40)])
+    with django_assert_max_num_queries(8):
+        assert owner_client.get("/sessions/").status_code == 200

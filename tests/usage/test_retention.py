@@ -1,0 +1,138 @@
+"""Retention purge: events older than the tenant's retention_days go, in batches; roll-ups stay."""
+
+import datetime
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db.models import Sum
+from django.utils import timezone
+
+from tests.conftest import ROOT, requires_production, subprocess_env
+from usage.models import DailySpend, HourlySpend, PurgeRun, SessionState, UsageEvent
+from usage.services.retention import purge_lock
+from usage.tasks import expire_sessions, purge_expired_events
+
+
+def days_ago(days: float) -> str:
+    return (timezone.now() - datetime.timedelta(days=days)).isoformat()
+
+
+def ingest(api, *ages_in_days, team="search"):
+    events = [{"model": "gpt-4o", "prompt_tokens": 1000, "completion_tokens": 100, "team": team,
+               "timestamp": days_ago(age), "session_id": f"s-{n}"} for n, age in enumerate(ages_in_days)]
+    assert api.post("/v1/ingest", {"events": events}, format="json").status_code == 202
+
+
+def totals(tenant):
+    daily = DailySpend.objects.filter(tenant=tenant).aggregate(events=Sum("events"), cost=Sum("cost_usd"))
+    hourly = HourlySpend.objects.filter(tenant=tenant).aggregate(events=Sum("events"), cost=Sum("cost_usd"))
+    days = sorted(DailySpend.objects.filter(tenant=tenant).values_list("day", "events", "cost_usd"))
+    return daily, hourly, days
+
+
+def purge(*args) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("purge_expired", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_expired_events_go_newer_stay_and_roll_ups_are_unchanged(tenant, other_tenant, telemetry_api,
+                                                                  other_admin_api, recording):
+    tenant.retention_days = 30
+    tenant.save()
+    ingest(telemetry_api, 45, 31, 29, 1)
+    ingest(other_admin_api, 45)  # default retention 90 days
+    recording()
+    before = totals(tenant)
+    assert before[0]["events"] == 4
+    output = purge()
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 2
+    assert all(e.timestamp > timezone.now() - datetime.timedelta(days=30) for e in UsageEvent.objects.filter(
+        tenant=tenant))
+    assert UsageEvent.objects.filter(tenant=other_tenant).count() == 1
+    # Spend history survives: the daily and hourly roll-ups of the purged days are untouched.
+    assert totals(tenant) == before
+    assert before[0]["cost"] == Decimal("0.0132")
+    assert "alice" in output and "Deleted 2 events" in output
+    run = PurgeRun.objects.get()
+    assert run.events_deleted == 2 and run.dry_run is False and run.finished_at is not None
+    assert run.per_tenant["alice"]["events"] == 2 and run.per_tenant["bob"]["events"] == 0
+
+
+def test_dry_run_deletes_nothing(tenant, telemetry_api, recording):
+    tenant.retention_days = 7
+    tenant.save()
+    ingest(telemetry_api, 10, 9, 1)
+    recording()
+    output = purge("--dry-run")
+    assert "Would delete 2 events" in output
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 3
+    run = PurgeRun.objects.get()
+    assert run.dry_run is True and run.events_deleted == 2
+
+
+def test_purge_works_in_small_batches(tenant, telemetry_api, recording):
+    tenant.retention_days = 7
+    tenant.save()
+    ingest(telemetry_api, 20, 19, 18, 17, 16, 15, 2)
+    recording()
+    purge("--batch-size", "2")
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 1
+
+
+def test_unrecorded_events_are_never_purged(tenant, telemetry_api, db):
+    tenant.retention_days = 7
+    tenant.save()
+    UsageEvent.objects.create(tenant=tenant, event_id="late", model="gpt-4o", prompt_tokens=10,
+                              timestamp=timezone.now() - datetime.timedelta(days=30), received_at=timezone.now())
+    purge()
+    assert UsageEvent.objects.filter(event_id="late").exists()
+
+
+def test_a_second_purge_is_refused_while_one_runs(tenant, telemetry_api, recording):
+    tenant.retention_days = 7
+    tenant.save()
+    ingest(telemetry_api, 10)
+    recording()
+    with purge_lock():
+        with pytest.raises(CommandError, match="already running"):
+            purge()
+        assert purge_expired_events() == 0
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 1
+    assert not PurgeRun.objects.exists()
+    purge()  # the lock is released afterwards
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 0
+
+
+@requires_production
+def test_a_second_purge_process_exits_non_zero_with_a_clear_message(tenant, transactional_db):
+    with purge_lock():
+        result = subprocess.run([sys.executable, "manage.py", "purge_expired"], cwd=ROOT, env=subprocess_env(),
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "already running" in result.stderr
+
+
+def test_idle_session_states_are_deleted_and_their_events_kept(tenant, telemetry_api, recording):
+    ingest(telemetry_api, 0, 0)
+    recording()
+    stale = SessionState.objects.get(session_id="s-0")
+    stale.expires_at = timezone.now() - datetime.timedelta(minutes=1)
+    stale.save()
+    assert expire_sessions() == 1
+    assert list(SessionState.objects.values_list("session_id", flat=True)) == ["s-1"]
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 2
+
+
+def test_the_purge_also_deletes_idle_session_states(tenant, telemetry_api, recording):
+    ingest(telemetry_api, 0)
+    recording()
+    SessionState.objects.update(expires_at=timezone.now() - datetime.timedelta(hours=1))
+    output = purge()
+    assert not SessionState.objects.exists()
+    assert "1 idle session states" in output
