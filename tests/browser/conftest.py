@@ -71,7 +71,10 @@ def screenshot(page, name: str, *, full_page: bool = True) -> Path:
     return path
 
 
-def sign_in(page, username: str, password: str = "correct-horse-battery") -> None:
+PASSWORD = "correct-horse-battery"  # the factories' password
+
+
+def sign_in(page, username: str, password: str = PASSWORD) -> None:
     page.goto("/login/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
