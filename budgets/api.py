@@ -5,7 +5,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import unquote_to_bytes
 
 from django.core.cache import cache
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -77,7 +77,7 @@ def _budget_or_404(request, name: str):
 class TeamBudgetListApi(TenantApi):
     """GET: every team budget with its month-to-date spend. POST: create or replace one team's budget."""
 
-    @extend_schema(responses=BudgetOutput(many=True), tags=["budgets"])
+    @extend_schema(responses=inline_serializer("BudgetList", {"data": BudgetOutput(many=True)}), tags=["budgets"])
     def get(self, request):
         budgets = budget_list_with_spend(tenant=request.tenant)
         return Response({"data": [budget_output(b) for b in budgets]})
@@ -281,7 +281,11 @@ class AlertListApi(TenantApi):
 
     @extend_schema(
         parameters=[OpenApiParameter("team", str, description="Only this team's alerts."), *PAGE_PARAMETERS],
-        responses=AlertOutput(many=True), tags=["budgets"],
+        responses=inline_serializer("AlertPage", {
+            "data": AlertOutput(many=True),
+            "next_cursor": serializers.CharField(allow_null=True, help_text="Pass as `cursor` for the next page."),
+        }),
+        tags=["budgets"],
     )
     def get(self, request):
         alerts = alert_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)

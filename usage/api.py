@@ -45,11 +45,11 @@ class IngestEventDoc(serializers.Serializer):
     """Documentation of one event; validation lives in usage.services.ingest (same rules)."""
 
     model = serializers.CharField(max_length=200, help_text="Model name, e.g. gpt-4o. Required.")
-    prompt_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
-    completion_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
-    latency_ms = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
+    prompt_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
+    completion_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
+    latency_ms = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
     identified_risks = serializers.ListField(child=serializers.RegexField(r"^[A-Z][A-Z0-9_]{0,63}$"),
-                                             required=False, max_length=32)
+                                             required=False, allow_null=True, max_length=32)
     project = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
     team = serializers.CharField(max_length=100, required=False, allow_null=True, allow_blank=True)
     session_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)

@@ -58,3 +58,14 @@ def pct(value, places=0) -> str:
     if value is None:
         return "—"
     return f"{float(value):.{int(places)}f}%"
+
+
+@register.filter
+def per_mtok(value) -> str:
+    """$0.15, $2.50, $0.075 for prices per million tokens: at least two decimals, no trailing zeros beyond."""
+    if value is None:
+        return "—"
+    amount = Decimal(str(value)).normalize()
+    text = f"{amount:f}"
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
