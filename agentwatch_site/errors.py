@@ -150,7 +150,7 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, drf_exceptions.APIException):
         exc = _from_drf(exc)
     elif isinstance(exc, (OperationalError, InterfaceError)):
-        logger.error("database unavailable error=%s", type(exc).__name__)
+        logger.error("database unavailable error=%s detail=%s", type(exc).__name__, str(exc).strip()[:300])
         exc = ServiceUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
     elif not isinstance(exc, ApiError):
         if isinstance(exc, DatabaseError):

@@ -29,20 +29,18 @@ class RequestIdMiddleware:
         supplied = request.headers.get("X-Request-ID", "")
         request_id = supplied if _CLIENT_REQUEST_ID.match(supplied) else uuid.uuid4().hex
         request.request_id = request_id
-        token = request_id_var.set(request_id)
-        try:
-            if is_api_path(request.path) and self._body_too_large(request):
-                response = json_error(
-                    status=413, type="invalid_request_error", code="request_too_large",
-                    message=f"Request body exceeds {settings.INGEST_MAX_BODY_BYTES} bytes; "
-                            f"split it into smaller batches.",
-                )
-            else:
-                response = self.get_response(request)
-            response["X-Request-ID"] = request_id
-            return response
-        finally:
-            request_id_var.reset(token)
+        # Not reset on the way out: Django logs the response (django.request) after the middleware returns,
+        # and that line must carry the id too. The next request on this thread sets its own.
+        request_id_var.set(request_id)
+        if is_api_path(request.path) and self._body_too_large(request):
+            response = json_error(
+                status=413, type="invalid_request_error", code="request_too_large",
+                message=f"Request body exceeds {settings.INGEST_MAX_BODY_BYTES} bytes; split it into smaller batches.",
+            )
+        else:
+            response = self.get_response(request)
+        response["X-Request-ID"] = request_id
+        return response
 
     @staticmethod
     def _body_too_large(request) -> bool:

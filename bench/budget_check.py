@@ -1,7 +1,8 @@
 """Budget-check benchmark (not a test): gunicorn (sync workers) + PostgreSQL + Redis, 100k sessions and 50 teams.
 
 (a) closed loop (wrk): GET /v1/budget-check (aw-sdk's pre-call check, a random one of the 100k sessions each time,
-    each with a team that has a budget: session state, budget and month spend in one query) and
+    each with a team that has a budget: session state, budget and month spend in one query; the sessions already
+    hold the limit sent, 2.0, as a running aw-sdk session does, so no cache write) and
     GET /v1/teams/budget-check?team= (a random one of the 50 teams), next to two baselines on the same gunicorn:
     a bare DRF JSON view (GET /bench/bare-json: no authentication, no I/O) and /healthz (one SQL query, a Redis
     PING, the ingest-lag query) — requests/s, p50/p99, ratio to the baselines;
@@ -127,6 +128,7 @@ def seed(env: dict) -> dict:
         SessionState.objects.bulk_create([
             SessionState(tenant=tenant, session_id=f"bench-{i:06d}", team=teams[i % TEAMS],
                          spent_usd=Decimal(rng.randint(0, 300)) / 100, events=3, iterations=3,
+                         last_limit_usd=Decimal("2.0"),
                          first_seen=now, last_seen=now, expires_at=expires)
             for i in range(start, min(SESSIONS, start + 10_000))
         ])

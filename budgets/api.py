@@ -77,7 +77,8 @@ def _budget_or_404(request, name: str):
 class TeamBudgetListApi(TenantApi):
     """GET: every team budget with its month-to-date spend. POST: create or replace one team's budget."""
 
-    @extend_schema(responses=inline_serializer("BudgetList", {"data": BudgetOutput(many=True)}), tags=["budgets"])
+    @extend_schema(responses=inline_serializer("BudgetList", {"data": BudgetOutput(many=True)}),
+                   operation_id="teams_budgets_list", tags=["budgets"])
     def get(self, request):
         budgets = budget_list_with_spend(tenant=request.tenant)
         return Response({"data": [budget_output(b) for b in budgets]})
@@ -240,7 +241,10 @@ class SessionBudgetCheckApi(TelemetryApi):
             raise validation_error(errors)
 
         result = session_budget_check(tenant=request.tenant, session_id=session_id, limit_usd=limit, team_name=team)
-        _remember_limit(request.tenant.pk, session_id, limit)
+        # aw-sdk sends the same limit on every call: once the recorder has copied it into the session's state,
+        # there is nothing left to remember. (A session alternating limits shows the latest one a call late.)
+        if result.pop("stored_last_limit_usd") != limit:
+            _remember_limit(request.tenant.pk, session_id, limit)
         return Response(_as_numbers(result))
 
 
@@ -285,7 +289,7 @@ class AlertListApi(TenantApi):
             "data": AlertOutput(many=True),
             "next_cursor": serializers.CharField(allow_null=True, help_text="Pass as `cursor` for the next page."),
         }),
-        tags=["budgets"],
+        operation_id="alerts_list", tags=["budgets"],
     )
     def get(self, request):
         alerts = alert_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)

@@ -137,7 +137,7 @@ def _session_with_team_sql() -> str:
         team, daily = Team._meta.db_table, DailySpend._meta.db_table
         # Table names come from the models, never from input; every value is a parameter.
         _SESSION_WITH_TEAM_SQL = (
-            f"SELECT s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, t.name, "  # noqa: S608
+            f"SELECT s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, s.last_limit_usd, t.name, "  # noqa: S608
             f"b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, "
             f"(SELECT SUM(d.cost_usd) FROM {daily} d WHERE d.tenant_id = %s AND d.team_name = t.name "
             f"AND d.day >= %s AND d.day < %s) "
@@ -161,8 +161,9 @@ def _session_with_team_budget(tenant: Tenant, session_id: str, now: datetime.dat
         row = cursor.fetchone()
     if row is None:
         return None, None
-    spent, active, team_name, budget, threshold, hard_stop, spend = row
-    state = {"spent_usd": _decimal(spent, "1e-10"), "active": bool(active)}
+    spent, active, last_limit, team_name, budget, threshold, hard_stop, spend = row
+    state = {"spent_usd": _decimal(spent, "1e-10"), "active": bool(active),
+             "last_limit_usd": _decimal(last_limit, "1e-10")}
     if budget is None:
         return state, None
     return state, {"team__name": team_name, "monthly_budget_usd": _decimal(budget, "0.01"),
@@ -182,7 +183,7 @@ def session_budget_check(*, tenant: Tenant, session_id: str, limit_usd: Decimal,
     now = now or timezone.now()
     if team_name:
         state = SessionState.objects.filter(tenant_id=tenant.pk, session_id=session_id).values(
-            "spent_usd", "expires_at")[:1]
+            "spent_usd", "expires_at", "last_limit_usd")[:1]
         state = next(iter(state), None)
         active = state is not None and state["expires_at"] > now
         team = budget_for_check(tenant=tenant, team_name=team_name)
@@ -224,4 +225,6 @@ def session_budget_check(*, tenant: Tenant, session_id: str, limit_usd: Decimal,
         "remaining_usd": remaining,
         "reason": reason,
         "team": team_out,
+        # Not part of the answer: what the session's state already holds, so the caller can skip re-caching it.
+        "stored_last_limit_usd": state["last_limit_usd"] if state is not None else None,
     }

@@ -16,7 +16,7 @@ from budgets.serializers import BudgetInputSerializer
 from budgets.services import budget_delete, budget_update, budget_upsert
 from tenants.selectors import get_for_tenant_or_404, rejected_telemetry_recent
 from tenants.views import member_required, render_page
-from usage.charts import daily_team_chart
+from usage.charts import daily_team_chart, render_svg
 from usage.selectors import session_top_spenders, spend_summary
 from usage.services.anomalies import anomaly_list
 
@@ -90,6 +90,8 @@ def overview(request):
         "rejected_rate_limited": rejected.get("rate_limited", 0),
         "rejected_invalid": rejected.get("invalid", 0),
     }
+    context["chart_svg"] = render_svg(context["chart"], chart_id="daily",
+                                      title="Daily spend by team over the last 30 days")
     for row in context["models"]:
         row["bar_pct"] = (row["cost_usd"] / context["models_max"] * 100) if context["models_max"] else 0
     return render_page(request, "budgets/overview.html", context)

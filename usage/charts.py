@@ -147,3 +147,38 @@ def session_token_chart(iterations: list[dict], *, loop_iterations: set[int], wi
         y = chart.baseline - chart.plot_height * step / 4
         chart.ticks.append({"y": round(y, 2), "label": f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"})
     return chart
+
+
+def render_svg(chart: Chart, *, chart_id: str, title: str) -> str:
+    """The chart as SVG markup (every text escaped). Built here rather than in a template loop: a session of
+    1,000 iterations is 2,000 rectangles, which the template engine renders an order of magnitude slower."""
+    from django.utils.html import escape
+    from django.utils.safestring import mark_safe
+
+    parts = [f'<svg class="chart" viewBox="0 0 {chart.width} {chart.height}" role="img" '
+             f'aria-labelledby="{escape(chart_id)}-title"><title id="{escape(chart_id)}-title">{escape(title)}</title>']
+    for tick in chart.ticks:
+        parts.append(f'<line class="grid-line" x1="{chart.left}" x2="{chart.width}" y1="{tick["y"]}" '
+                     f'y2="{tick["y"]}"/><text x="{chart.left - 6}" y="{tick["y"]}" text-anchor="end" '
+                     f'dominant-baseline="middle">{escape(tick["label"])}</text>')
+    for extra in chart.extras:
+        if extra["kind"] == "zone":
+            parts.append(f'<rect class="loop-zone" x="{extra["x"]}" y="{extra["y"]}" width="{extra["w"]}" '
+                         f'height="{extra["h"]}"/>')
+    for bar in chart.bars:
+        parts.append(f'<rect class="seg {bar["cls"]}" x="{bar["x"]}" y="{bar["y"]}" width="{bar["w"]}" '
+                     f'height="{bar["h"]}" rx="1"><title>{escape(bar["title"])}</title></rect>')
+    for extra in chart.extras:
+        if extra["kind"] == "ratio":
+            css = ' class="ratio-hot"' if extra["hot"] else ""
+            parts.append(f'<text x="{extra["x"]}" y="{extra["y"]}" text-anchor="middle"{css}>'
+                         f'{escape(extra["text"])}</text>')
+        elif extra["kind"] == "loop":
+            parts.append(f'<text x="{extra["x"]}" y="{extra["y"]}" text-anchor="middle" class="loop-mark" '
+                         f'dominant-baseline="hanging">⚠ {escape(extra["text"])}</text>')
+    parts.append(f'<line class="axis" x1="{chart.left}" x2="{chart.width}" y1="{chart.baseline}" '
+                 f'y2="{chart.baseline}"/>')
+    for label in chart.labels:
+        parts.append(f'<text x="{label["x"]}" y="{label["y"]}" text-anchor="middle">{escape(label["text"])}</text>')
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above

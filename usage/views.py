@@ -16,7 +16,7 @@ from agentwatch_site.errors import ApiError
 from agentwatch_site.pagination import keyset_page
 from tenants.selectors import get_for_tenant_or_404, team_list
 from tenants.views import member_required, render_page
-from usage.charts import session_token_chart
+from usage.charts import render_svg, session_token_chart
 from usage.filters import EVENT_FILTER_PARAMS
 from usage.models import Anomaly, SessionState, UsageEvent
 from usage.selectors import event_list, session_iterations, session_list
@@ -26,7 +26,7 @@ ACTIVITY_PAGE_SIZE = 50
 LIVE_MAX_ROWS = 100
 SESSIONS_PAGE_SIZE = 50
 ANOMALIES_PAGE_SIZE = 50
-SESSION_EVENTS_SHOWN = 100
+SESSION_EVENTS_SHOWN = 50
 CSV_MAX_ROWS = 1_000_000
 EVENT_ORDER = ("-timestamp", "-id")
 
@@ -226,6 +226,8 @@ def session_detail(request, session_id: str):
         "events_query": _query({"session_id": session_id}),
         "recent_iterations": list(reversed(iterations[-50:])),
     }
+    context["chart_svg"] = render_svg(context["chart"], chart_id="tokens",
+                                      title="Prompt and completion tokens per iteration")
     if context["pct_of_limit"] is not None:
         context["bar_pct"] = min(Decimal("100"), context["pct_of_limit"])
     return render_page(request, "usage/session_detail.html", context)

@@ -210,3 +210,15 @@ def test_telemetry_check_needs_a_key(client):
     response = client.get("/v1/budget-check?session_id=s&limit_usd=1")
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_limit_the_session_state_already_holds_is_not_cached_again(tenant, telemetry_api):
+    key = LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant.pk, session_id="steady")
+    ok(check(telemetry_api, "session_id=steady&limit_usd=2"))
+    record(tenant, session_id="steady", tokens=10)
+    assert SessionState.objects.get(session_id="steady").last_limit_usd == Decimal("2")
+    cache.delete(key)
+    ok(check(telemetry_api, "session_id=steady&limit_usd=2.0"))
+    assert cache.get(key) is None
+    ok(check(telemetry_api, "session_id=steady&limit_usd=3"))
+    assert cache.get(key) == "3"

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from agentwatch_site.errors import ApiError
-from usage.services.retention import PURGE_BATCH_SIZE, purge_expired
+from usage.services.retention import PURGE_BATCH_SIZE, PURGE_PAUSE_RATIO, purge_expired
 
 
 class Command(BaseCommand):
@@ -13,12 +13,18 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
         parser.add_argument("--batch-size", type=int, default=PURGE_BATCH_SIZE,
                             help=f"Rows per DELETE statement (default {PURGE_BATCH_SIZE}).")
+        parser.add_argument("--pause-ratio", type=float, default=PURGE_PAUSE_RATIO,
+                            help="After each batch, rest this many times as long as the batch took (default "
+                                 f"{PURGE_PAUSE_RATIO:g}; 0 = flat out).")
 
-    def handle(self, *args, dry_run, batch_size, **options):
+    def handle(self, *args, dry_run, batch_size, pause_ratio, **options):
         if not 1 <= batch_size <= 50_000:
             raise CommandError("--batch-size must be between 1 and 50000.")
+        if not 0 <= pause_ratio <= 100:
+            raise CommandError("--pause-ratio must be between 0 and 100.")
         try:
-            run = purge_expired(dry_run=dry_run, batch_size=batch_size, progress=self.stdout.write)
+            run = purge_expired(dry_run=dry_run, batch_size=batch_size, pause_ratio=pause_ratio,
+                                progress=self.stdout.write)
         except ApiError as exc:
             raise CommandError(exc.message) from None
         verb = "Would delete" if dry_run else "Deleted"

@@ -1,0 +1,62 @@
+"""Mass assignment: extra fields such as tenant, id, spent, key_hash, is_staff or created_at in any write are
+ignored (or refused with 400) and never change what is stored."""
+
+import json
+
+import pytest
+
+from budgets.models import TeamBudget
+from tenants.models import ApiKey, Tenant, WebhookEndpoint
+from usage.models import UsageEvent
+
+EXTRA = {"tenant": 999, "tenant_id": 999, "id": 424242, "spent": 1e9, "spent_usd": 1e9, "key_hash": "0" * 64,
+         "is_staff": True, "created_at": "2001-01-01T00:00:00Z", "scope_override": "admin", "revoked_at": None,
+         "cost_usd": 123.45, "recorded_at": "2001-01-01T00:00:00Z", "current_spend": 1e6}
+
+
+def post(api, path, body, method="post"):
+    return getattr(api, method)(path, json.dumps(body), content_type="application/json")
+
+
+def test_ingest_ignores_extra_fields(tenant, other_tenant, telemetry_api):
+    response = post(telemetry_api, "/v1/ingest", {"model": "gpt-4o", "prompt_tokens": 1000, **EXTRA})
+    assert response.status_code in (202, 400)
+    for event in UsageEvent.objects.all():
+        assert event.tenant_id == tenant.pk and event.pk != 424242
+        assert event.cost_usd != 123.45 and event.received_at.year > 2001
+
+
+def test_budget_writes_ignore_extra_fields(tenant, other_tenant, admin_api):
+    response = post(admin_api, "/v1/teams/budgets", {"team": "t1", "monthly_budget_usd": 10, **EXTRA})
+    assert response.status_code in (200, 201, 400)
+    response = post(admin_api, "/v1/teams/budgets/t1", {"hard_stop": True, **EXTRA}, method="patch")
+    assert response.status_code in (200, 400)
+    for budget in TeamBudget.objects.all():
+        assert budget.tenant_id == tenant.pk and budget.pk != 424242
+        assert budget.created_at.year > 2001
+    assert not TeamBudget.objects.filter(tenant=other_tenant).exists()
+
+
+@pytest.mark.parametrize("scope", ["telemetry", "admin"])
+def test_key_creation_ignores_extra_fields(tenant, other_tenant, admin_api, scope):
+    response = post(admin_api, "/v1/keys", {"name": "k", "scope": scope, **EXTRA})
+    assert response.status_code in (201, 400)
+    for key in ApiKey.objects.filter(name="k"):
+        assert key.tenant_id == tenant.pk and key.key_hash != "0" * 64 and key.pk != 424242
+        assert key.scope == scope and key.created_at.year > 2001
+
+
+def test_webhook_creation_ignores_extra_fields(settings, tenant, other_tenant, admin_api):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    response = post(admin_api, "/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "event_types": ["budget.exceeded"],
+                                                **EXTRA})
+    assert response.status_code in (201, 400)
+    for endpoint in WebhookEndpoint.objects.all():
+        assert endpoint.tenant_id == tenant.pk and endpoint.pk != 424242
+
+
+def test_no_write_touched_the_other_tenant(tenant, other_tenant, admin_api):
+    post(admin_api, "/v1/teams/budgets", {"team": "t2", "monthly_budget_usd": 10, "tenant": other_tenant.pk,
+                                          "tenant_id": other_tenant.pk})
+    assert Tenant.objects.get(pk=other_tenant.pk).name == "Bob Org"
+    assert not TeamBudget.objects.filter(tenant=other_tenant).exists()
