@@ -12,10 +12,13 @@ from rest_framework.response import Response
 from agentwatch_site.errors import NotFound, validation_error
 from budgets.selectors import (
     alert_list,
+    budget_for_check,
     budget_list_with_spend,
     budget_status,
     budget_with_spend,
+    pct_used,
     session_budget_check,
+    status_for,
 )
 from budgets.serializers import BudgetInputSerializer
 from budgets.services import budget_delete, budget_update, budget_upsert
@@ -139,8 +142,16 @@ class TeamBudgetCheckApi(TenantApi):
         name = request.query_params.get("team", "")
         if not name.strip():
             raise validation_error({"team": ["This query parameter is required, e.g. ?team=backend-engineers."]})
-        budget = _budget_or_404(request, name)
-        return Response(self.OutputSerializer(budget_status(budget, budget.current_spend)).data)
+        # One query on the way that matters (the budget with its month spend); a miss then says which 404.
+        row = budget_for_check(tenant=request.tenant, team_name=name)
+        if row is None:
+            _budget_or_404(request, name)
+        spend, budget = row["current_spend"], row["monthly_budget_usd"]
+        return Response(self.OutputSerializer({
+            "team": row["team__name"], "monthly_budget_usd": budget, "current_spend": spend,
+            "pct_used": pct_used(spend, budget), "hard_stop": row["hard_stop"],
+            "status": status_for(spend=spend, budget=budget, threshold_pct=row["alert_threshold_pct"]),
+        }).data)
 
 
 # --- The aw-sdk pre-call check ----------------------------------------------------------------------

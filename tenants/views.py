@@ -7,7 +7,6 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -59,16 +58,6 @@ def safe_next(request, fallback: str = "/") -> str:
                                                    require_https=request.is_secure()):
         return target
     return fallback
-
-
-def htmx_redirect(request, url: str):
-    """After a write: htmx follows HX-Location without a full reload; a plain form post gets a 303."""
-    if request.htmx:
-        response = HttpResponseRedirect(url)
-        response.status_code = 204
-        response["HX-Location"] = url
-        return response
-    return redirect(url)
 
 
 # --- Sign-in, sign-out, tenant switcher --------------------------------------------------------------------

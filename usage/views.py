@@ -26,7 +26,7 @@ ACTIVITY_PAGE_SIZE = 50
 LIVE_MAX_ROWS = 100
 SESSIONS_PAGE_SIZE = 50
 ANOMALIES_PAGE_SIZE = 50
-SESSION_EVENTS_SHOWN = 50
+SESSION_EVENTS_SHOWN = 25
 CSV_MAX_ROWS = 1_000_000
 EVENT_ORDER = ("-timestamp", "-id")
 
@@ -224,7 +224,7 @@ def session_detail(request, session_id: str):
         "pct_of_limit": (state.spent_usd / state.last_limit_usd * 100) if state and state.last_limit_usd else None,
         "expired": bool(state and state.expires_at <= timezone.now()),
         "events_query": _query({"session_id": session_id}),
-        "recent_iterations": list(reversed(iterations[-50:])),
+        "recent_iterations": list(reversed(iterations[-30:])),
     }
     context["chart_svg"] = render_svg(context["chart"], chart_id="tokens",
                                       title="Prompt and completion tokens per iteration")
