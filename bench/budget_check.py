@@ -98,7 +98,7 @@ def seed(env: dict) -> dict:
 
     from agentwatch_site.dates import tenant_month_days
     from budgets.services import budget_upsert
-    from tenants.models import Tenant
+    from tenants.models import ApiKey, Tenant
     from tenants.services import api_key_create, tenant_create
     from usage.models import DailySpend, SessionState
 
@@ -109,6 +109,8 @@ def seed(env: dict) -> dict:
                                                telemetry_rate_limit_per_minute=RATE_LIMIT)
     _, telemetry_key = api_key_create(tenant=tenant, name="bench telemetry", scope="telemetry")
     _, admin_key = api_key_create(tenant=tenant, name="bench admin", scope="admin")
+    # As for any key in use: last_used_at is recent, so requests do not try to schedule the touch task.
+    ApiKey.objects.filter(tenant=tenant).update(last_used_at=timezone.now())
     teams = []
     for n in range(TEAMS):
         budget, _ = budget_upsert(tenant=tenant, team_name=f"team-{n:02d}", monthly_budget_usd=Decimal("1000"),
@@ -231,6 +233,38 @@ def paced_gets(base_url: str, *, key: str, rate: float, duration: float) -> tupl
     return latencies, failures
 
 
+def in_process_costs(keys: dict, *, rounds: int = 5, per_round: int = 300) -> dict:
+    """Per-request wall time through the whole Django stack in this process (Django's test client: no gunicorn,
+    no load generator), the best median of `rounds`: less sensitive to a busy machine than (a)."""
+    import statistics
+
+    from django.test import Client
+
+    telemetry = Client(HTTP_AUTHORIZATION=f"Bearer {keys['telemetry']}")
+    admin = Client(HTTP_AUTHORIZATION=f"Bearer {keys['admin']}")
+    rng = random.Random(5)
+    cases = {
+        "bare JSON view": (telemetry, lambda: "/bench/bare-json", 200),
+        "auth + rate limit only (a 400 from /v1/budget-check)": (telemetry, lambda: "/v1/budget-check?session_id=x",
+                                                                 400),
+        "GET /v1/budget-check": (telemetry, lambda: f"/v1/budget-check?session_id=bench-{rng.randrange(SESSIONS):06d}"
+                                                    "&limit_usd=2.0", 200),
+        "GET /v1/teams/budget-check": (admin, lambda: f"/v1/teams/budget-check?team=team-{rng.randrange(TEAMS):02d}",
+                                       200),
+    }
+    best = {name: float("inf") for name in cases}
+    for _ in range(rounds):
+        for name, (client, path, status) in cases.items():
+            times = []
+            for _ in range(per_round):
+                started = time.perf_counter()
+                response = client.get(path())
+                times.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == status, (name, response.content[:200])
+            best[name] = min(best[name], statistics.median(times))
+    return best
+
+
 def main() -> None:
     args = parse_args()
     env = bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url, ROOT_URLCONF="bench.urls",
@@ -239,6 +273,9 @@ def main() -> None:
     migrate(env)
     print("seeding 100k sessions and 50 teams …", flush=True)
     keys = seed(env)
+    costs = in_process_costs(keys)
+    for name, ms in costs.items():
+        print(f"in-process {name}: {ms:.2f} ms", flush=True)
 
     started = datetime.datetime.now(datetime.UTC)
     with start_worker(env, name="celery-budgets"), \
@@ -301,6 +338,13 @@ def main() -> None:
         "",
         f"Open loop, /v1/budget-check paced at {args.rate:.0f} requests/s for {args.rate_duration:g} s: "
         f"p50 {paced['p50']:.2f} ms, p99 {paced['p99']:.2f} ms ({paced['n']:,} answered 200, {failures} failed).",
+        "",
+        "In-process cost per request through the whole Django stack (test client, one request at a time, best "
+        "median of 5 × 300; less sensitive to the machine's load than the table above):",
+        "",
+        "| request | ms |",
+        "| --- | ---: |",
+        *[f"| {name} | {ms:.2f} |" for name, ms in costs.items()],
         "",
         *verdict,
     ])

@@ -103,7 +103,6 @@ class TeamBudgetListApi(TenantApi):
         return Response(budget_output(budget), status=201 if created else 200)
 
 
-
 class TeamBudgetDetailApi(TenantApi):
     """One team's budget; the team name in the path is matched ignoring case."""
 

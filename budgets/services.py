@@ -42,6 +42,22 @@ def _audit(*, budget: TeamBudget, action: str, before: dict | None, after: dict 
     )
 
 
+def _check_alerts_after_commit(budget: TeamBudget) -> None:
+    """A budget created or lowered below this month's spend alerts now, not at the team's next recorded event."""
+    tenant_id, team_id = budget.tenant_id, budget.team_id
+
+    def enqueue():
+        from budgets.tasks import budget_alerts_check as task
+
+        try:
+            task.delay(tenant_id, [team_id])
+        except Exception as exc:
+            # The next recorded event of the team checks again; a broker outage never fails a budget change.
+            logger.warning("could not enqueue budget alert check team_id=%s error=%s", team_id, type(exc).__name__)
+
+    transaction.on_commit(enqueue)
+
+
 def _apply(budget: TeamBudget, changes: dict) -> bool:
     changed = False
     for name, value in changes.items():
@@ -70,6 +86,7 @@ def budget_upsert(*, tenant: Tenant, team_name: str, monthly_budget_usd: Decimal
             budget.team = team
             _audit(budget=budget, action=BudgetAuditLog.Action.CREATED, before=None, after=_snapshot(budget),
                    actor_user=actor_user, actor_key=actor_key)
+            _check_alerts_after_commit(budget)
             logger.info("budget created tenant=%s team=%s", tenant.slug, team.name)
             return budget, True
     budget.team = team
@@ -83,6 +100,7 @@ def _update(budget: TeamBudget, changes: dict, *, actor_user, actor_key) -> Team
         budget.save(update_fields=[*changes, "updated_at"])
         _audit(budget=budget, action=BudgetAuditLog.Action.UPDATED, before=before, after=_snapshot(budget),
                actor_user=actor_user, actor_key=actor_key)
+        _check_alerts_after_commit(budget)
         logger.info("budget updated tenant_id=%s team=%s", budget.tenant_id, budget.team.name)
     return budget
 

@@ -18,7 +18,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from agentwatch_site.dates import tenant_day, tenant_month_days
+from agentwatch_site.dates import month_start, tenant_day, tenant_month_days
 from agentwatch_site.errors import ApiError, validation_error
 from agentwatch_site.openapi import error_response
 from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
@@ -144,7 +144,8 @@ EVENT_FILTER_PARAMETERS = [
     OpenApiParameter("to", OpenApiTypes.DATETIME, description="Events before this time (exclusive)."),
 ]
 PAGE_PARAMETERS = [
-    OpenApiParameter("limit", int, description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                     description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
     OpenApiParameter("cursor", str, description="Opaque; follow the `next` link of the previous page."),
 ]
 
@@ -275,8 +276,8 @@ class UsageSummaryApi(TenantApi):
         parameters=[
             OpenApiParameter("group_by", str, description="Comma-separated: day, team, project, model (e.g. "
                              "`team,model`). Without it, one row for the whole range."),
-            OpenApiParameter("from", OpenApiTypes.DATE, description="First day included (tenant-local), "
-                             "default the first day of the current month."),
+            OpenApiParameter("from", OpenApiTypes.DATE, description="First day included (tenant-local); default "
+                             "the first day of `to`'s month, else of the current month."),
             OpenApiParameter("to", OpenApiTypes.DATE, description="Last day included (tenant-local); default none."),
         ],
         responses={200: OutputSerializer},
@@ -294,8 +295,8 @@ class UsageSummaryApi(TenantApi):
         group_by = _parse_group_by(request.query_params.get("group_by"))
         day_from = _parse_day(request.tenant, "from", request.query_params.get("from"))
         day_to = _parse_day(request.tenant, "to", request.query_params.get("to"))
-        if day_from is None and "from" not in request.query_params:
-            day_from = tenant_month_days(request.tenant)[0]
+        if day_from is None:
+            day_from = month_start(day_to) if day_to else tenant_month_days(request.tenant)[0]
         if day_from and day_to and day_to < day_from:
             raise validation_error({"to": ["Must not be before `from`."]})
         rows = spend_summary(tenant=request.tenant, group_by=group_by, day_from=day_from, day_to=day_to)

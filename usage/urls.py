@@ -5,6 +5,7 @@ from usage import views
 urlpatterns = [
     path("activity/", views.activity, name="activity"),
     path("activity/live/", views.activity_live, name="activity-live"),
+    path("activity/events/<int:event_pk>/", views.event_detail, name="event-detail"),
     path("activity/export.csv", views.activity_export, name="activity-export"),
     path("sessions/", views.sessions, name="sessions"),
     path("sessions/<path:session_id>/", views.session_detail, name="session-detail"),

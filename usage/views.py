@@ -6,14 +6,14 @@ import datetime
 from decimal import Decimal
 
 from django import forms
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from agentwatch_site.errors import ApiError
-from agentwatch_site.pagination import keyset_page
+from agentwatch_site.pagination import decode_cursor, encode_cursor, keyset_page
 from tenants.selectors import get_for_tenant_or_404, team_list
 from tenants.views import member_required, render_page
 from usage.charts import render_svg, session_token_chart
@@ -53,8 +53,15 @@ def _events_or_errors(request, filters: dict):
         return UsageEvent.objects.none(), exc.fields or {"__all__": [exc.message]}
 
 
-def _newest_id(rows) -> int:
-    return max((row.id for row in rows), default=0)
+LIVE_ORDER = ("timestamp", "id")
+_BEGINNING = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+
+def _live_mark(rows) -> str:
+    """Where live refresh starts: after the newest event shown (rows are newest first), in the same
+    (timestamp, id) order the (tenant, timestamp, id) index serves; with nothing shown, any event is new."""
+    newest = rows[0] if rows else None
+    return encode_cursor([newest.timestamp, newest.id] if newest else [_BEGINNING, 0])
 
 
 # --- Activity --------------------------------------------------------------------------------------------
@@ -77,8 +84,7 @@ def activity(request):
         "errors": errors,
         "filter_query": _query(filters),
         "next_query": _query(filters, cursor=page.next_cursor) if page.next_cursor else None,
-        # Ids grow with insertion, so everything ingested after this render has a higher id than the newest now.
-        "live_query": _query(filters, after=_latest_event_id(request)) if not cursor else None,
+        "live_query": _query(filters, after=_live_mark(page.items)) if not cursor else None,
         "teams": team_list(tenant=request.tenant),
         "is_filtered": bool(filters),
     }
@@ -90,23 +96,31 @@ def activity(request):
                        status=status)
 
 
-def _latest_event_id(request) -> int:
-    return UsageEvent.objects.for_tenant(request.tenant).order_by("-id").values_list("id", flat=True).first() or 0
+@member_required
+@require_GET
+def event_detail(request, event_pk: int):
+    """One event's details: the fragment an Activity row loads when it is first expanded, or a page of its own."""
+    event = get_for_tenant_or_404(UsageEvent, tenant=request.tenant, pk=event_pk)
+    return render_page(request, "usage/event.html", {"e": event, "active_nav": "activity"},
+                       fragment="usage/_event_details.html")
 
 
 @member_required
 @require_GET
 def activity_live(request):
-    """Polled every few seconds by the Activity page: the events (matching its filters) that arrived after
-    the newest one it shows, prepended out of band, and the poller with the new high-water mark."""
+    """Polled every few seconds by the Activity page: the events (matching its filters) newer than the newest
+    one it shows, prepended out of band, and the poller with the new high-water mark. An event whose own
+    timestamp is older than that mark (a late or skewed client clock) appears on the next full load instead."""
     filters = _filters(request)
-    try:
-        after = int(request.GET.get("after", "0"))
-    except ValueError:
-        after = 0
+    mark = request.GET.get("after", "")
     events, errors = _events_or_errors(request, filters)
-    rows = [] if errors else list(events.filter(id__gt=after)[:LIVE_MAX_ROWS])
-    context = {"events": rows, "live_query": _query(filters, after=max(after, _newest_id(rows))), "new": True}
+    try:
+        timestamp, event_id = decode_cursor(mark, model=UsageEvent, order=LIVE_ORDER)
+    except ApiError:
+        errors = errors or {"after": ["invalid"]}
+    rows = [] if errors else list(
+        events.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=event_id))[:LIVE_MAX_ROWS])
+    context = {"events": rows, "live_query": _query(filters, after=_live_mark(rows) if rows else mark), "new": True}
     return render(request, "usage/_activity_live.html", context)
 
 

@@ -84,6 +84,8 @@ def test_member_role_change_and_the_last_owner_rule(page, owner, tenant):
     olivia = page.locator("tr", has_text="olivia")
     olivia.get_by_label("Role of olivia").select_option("viewer")
     olivia.get_by_role("button", name="Save").click()
+    page.wait_for_timeout(1500)
+    print("DEBUG", page.locator("#members-panel").inner_html()[:600])
     expect(page.get_by_role("alert")).to_contain_text("The last owner cannot be demoted")
     assert Membership.objects.get(user=owner).role == "owner"
     screenshot(page, "12-members")

@@ -213,3 +213,18 @@ def test_two_worker_processes_recording_at_once_create_exactly_one_alert_per_lev
     assert sorted(WebhookDelivery.objects.filter(tenant=tenant).values_list("event_type", flat=True)) == [
         "budget.exceeded", "budget.threshold"]
     assert len(receiver.requests) == 2
+
+
+def test_lowering_a_budget_below_this_months_spend_alerts_at_once(tenant, admin_api, telemetry_api, recording,
+                                                                  django_capture_on_commit_callbacks):
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("100"))
+    assert telemetry_api.post("/v1/ingest", sdk_event(5000), format="json").status_code == 202
+    recording()  # $0.015: far below $100, no alert
+    time.sleep(0.5)
+    assert not BudgetAlert.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_api.patch("/v1/teams/budgets/backend-engineers", {"monthly_budget_usd": 0.01},
+                                   format="json")
+    assert response.status_code == 200 and response.json()["status"] == "exceeded"
+    wait_for(lambda: BudgetAlert.objects.count() == 2, what="both alerts")
+    assert sorted(BudgetAlert.objects.values_list("level", flat=True)) == ["exceeded", "threshold"]

@@ -14,28 +14,43 @@ def _events(n, **fields):
     return [event(timestamp=now - datetime.timedelta(minutes=i), event_id=f"e{i:03d}", **fields) for i in range(n)]
 
 
-def test_activity_lists_newest_first_with_expandable_details(owner_client, tenant):
+def test_activity_lists_newest_first_with_expandable_details(owner_client, tenant, htmx):
+    from usage.models import UsageEvent
+
     record(tenant, _events(3, customer_id="acme"))
     html = owner_client.get("/activity/").content.decode()
-    assert html.index("e000") < html.index("e001") < html.index("e002")
-    assert '<details class="evt' in html and "acme / — / —" in html
+    ids = [UsageEvent.objects.get(event_id=f"e00{n}").pk for n in range(3)]
+    assert html.index(f'id="evt-{ids[0]}"') < html.index(f'id="evt-{ids[1]}"') < html.index(f'id="evt-{ids[2]}"')
+    assert f'hx-get="/activity/events/{ids[0]}/" hx-trigger="toggle from:closest details once"' in html
     assert 'id="activity-poller"' in html and 'hx-trigger="every 5s"' in html
+    details = owner_client.get(f"/activity/events/{ids[0]}/", **htmx()).content.decode()
+    assert "<html" not in details and "e000" in details and "acme / — / —" in details
+    page = owner_client.get(f"/activity/events/{ids[0]}/").content.decode()
+    assert "<html" in page and "acme / — / —" in page
+
+
+def test_another_tenants_event_details_are_not_found(owner_client, other_tenant):
+    from usage.models import UsageEvent
+
+    record(other_tenant, [event(event_id="theirs")])
+    theirs = UsageEvent.objects.get(event_id="theirs")
+    assert owner_client.get(f"/activity/events/{theirs.pk}/").status_code == 404
 
 
 def test_activity_filters_by_team_and_keeps_the_filter_in_links(owner_client, tenant):
-    record(tenant, _events(2, team="search") + [event(team="payments-eng", event_id="pay-1")])
+    record(tenant, _events(2, team="search", model="search-model") + [event(team="payments-eng", model="pay-model")])
     html = owner_client.get("/activity/?team=SEARCH").content.decode()
-    assert "e000" in html and "pay-1" not in html
+    assert "search-model" in html and "pay-model" not in html
     assert 'href="/activity/export.csv?team=SEARCH"' in html
     assert "/activity/live/?team=SEARCH&amp;after=" in html
 
 
 def test_activity_htmx_request_gets_only_the_results_fragment(owner_client, tenant, htmx):
-    record(tenant, _events(1))
+    record(tenant, _events(1, model="only-model"))
     full = owner_client.get("/activity/")
     part = owner_client.get("/activity/", **htmx("activity-results"))
     assert b"<html" in full.content and b"<html" not in part.content
-    assert b"e000" in part.content
+    assert b"only-model" in part.content
     assert "HX-Request" in part["Vary"]
 
 
@@ -47,13 +62,17 @@ def test_invalid_filter_is_shown_as_an_error_not_a_500(owner_client, tenant):
 
 def test_activity_pages_with_a_keyset_cursor(owner_client, tenant, htmx):
     record(tenant, _events(60))
+    from usage.models import UsageEvent
+
+    pk = {e.event_id: e.pk for e in UsageEvent.objects.all()}
     first = owner_client.get("/activity/").content.decode()
-    assert "e049" in first and "e050" not in first
+    assert f'id="evt-{pk["e049"]}"' in first and f'id="evt-{pk["e050"]}"' not in first
     import re
 
     next_url = re.search(r'hx-get="(/activity/\?cursor=[^"]+)"', first).group(1).replace("&amp;", "&")
     more = owner_client.get(next_url, **htmx("activity-more")).content.decode()
-    assert "e050" in more and "e059" in more and "e049" not in more
+    assert f'id="evt-{pk["e050"]}"' in more and f'id="evt-{pk["e059"]}"' in more
+    assert f'id="evt-{pk["e049"]}"' not in more
     assert 'hx-swap-oob="beforeend:#event-list"' in more
     assert "Load older events" not in more
     assert owner_client.get("/activity/?cursor=garbage").status_code == 200
@@ -66,9 +85,9 @@ def test_live_refresh_returns_only_new_events_matching_the_filters(owner_client,
 
     live_url = re.search(r'hx-get="(/activity/live/\?[^"]+)"', html).group(1).replace("&amp;", "&")
     assert owner_client.get(live_url, **htmx()).content.count(b'<details class="evt') == 0
-    record(tenant, [event(team="search", event_id="fresh-1"), event(team="other", event_id="fresh-2")])
+    record(tenant, [event(team="search", model="fresh-1"), event(team="other", model="fresh-2")])
     response = owner_client.get(live_url, **htmx()).content.decode()
-    assert "fresh-1" in response and "fresh-2" not in response and "e000" not in response
+    assert "fresh-1" in response and "fresh-2" not in response and response.count('<details class="evt') == 1
     assert 'hx-swap-oob="afterbegin:#event-list"' in response
     new_url = re.search(r'hx-get="(/activity/live/\?[^"]+)"', response).group(1).replace("&amp;", "&")
     assert "fresh-1" not in owner_client.get(new_url, **htmx()).content.decode()
@@ -97,3 +116,10 @@ def test_activity_query_count_is_flat(owner_client, tenant, django_assert_max_nu
     record(tenant, _events(120, team="search"))
     with django_assert_max_num_queries(9):
         assert owner_client.get("/activity/?team=search").status_code == 200
+
+
+def test_live_refresh_with_a_bad_mark_returns_nothing_not_an_error(owner_client, tenant, htmx):
+    record(tenant, _events(2))
+    response = owner_client.get("/activity/live/?after=not-a-cursor", **htmx())
+    assert response.status_code == 200
+    assert b'<details class="evt' not in response.content and b'id="activity-poller"' in response.content

@@ -131,27 +131,33 @@ def test_two_concurrent_deliveries_of_the_task_count_each_event_once(tenant):
 @requires_production
 @pytest.mark.django_db(transaction=True)
 def test_two_worker_processes_recording_one_session_at_once_give_exact_totals(tenant):
+    total = 20_000
     ids = []
-    for chunk in range(8):
+    for chunk in range(total // 1000):
         ids += ingest(tenant, [dict(SDK_EVENT, iteration_index=chunk * 1000 + i, prompt_tokens=50 + i % 97,
                                     model=("gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet")[i % 3])
                                for i in range(1000)])
-    assert len(set(ids)) == 8000
-    workers = [WorkerProcess(name=f"race{n}", concurrency=2).start() for n in range(2)]
+    assert len(set(ids)) == total
+    for _ in range(8):
+        record_pending_events.delay()  # queued before the workers start, so both find work waiting
+    workers = [WorkerProcess(name=f"race{n}", concurrency=2) for n in range(2)]
+    starting = [threading.Thread(target=worker.start) for worker in workers]
     try:
-        for _ in range(8):
-            record_pending_events.delay()
-        wait_until_recorded(timeout=120)
+        for thread in starting:
+            thread.start()
+        for thread in starting:
+            thread.join()
+        wait_until_recorded(timeout=180)
     finally:
         for worker in workers:
             worker.stop()
     # Each task records until nothing is left, so two tasks with a share means they recorded at the same time.
-    shares = [int(n) for worker in workers for n in re.findall(
-        rb"record_pending_events\[[^\]]+\] succeeded in [\d.]+s: (\d+)", worker.log_path.read_bytes())]
-    assert sum(shares) == 8000
+    pattern = rb"(?:record_pending_events|sweep_unrecorded_events)\[[^\]]+\] succeeded in [\d.]+s: (\d+)"
+    shares = [int(n) for worker in workers for n in re.findall(pattern, worker.log_path.read_bytes())]
+    assert sum(shares) == total
     assert len([n for n in shares if n]) >= 2, f"the workers should have recorded concurrently: {shares}"
     state = SessionState.objects.get(tenant=tenant, session_id="ci-run-123")
-    assert state.events == 8000 and state.iterations == 8000
+    assert state.events == total and state.iterations == total
     assert Team.objects.filter(tenant=tenant).count() == 1
     assert_totals_match_events(tenant)
 

@@ -68,6 +68,9 @@ def test_default_range_is_the_current_month(tenant, admin_api, month_of_spend):
     body = summary(admin_api, group_by="day")
     assert body["date_from"] == "2026-11-01" and body["date_to"] is None
     assert [row["day"] for row in body["rows"]] == ["2026-11-01", "2026-11-02"]
+    assert summary(admin_api, group_by="day", **{"from": ""})["date_from"] == "2026-11-01"
+    october = summary(admin_api, group_by="day", to="2026-10-31")
+    assert october["date_from"] == "2026-10-01" and [row["day"] for row in october["rows"]] == ["2026-10-31"]
 
 
 def test_money_is_a_json_number(tenant, admin_api, month_of_spend):

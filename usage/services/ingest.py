@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 
 from agentwatch_site.errors import InvalidRequest, validation_error
 from tenants.models import Tenant
 from usage.models import UsageEvent
+from usage.services.bulk import CHUNK_ROWS, insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -220,32 +221,13 @@ def event_batch_ingest(*, tenant: Tenant, events: list[dict], received_at: datet
     for clean in events:
         event_id = clean.pop("event_id") or uuid.uuid4().hex
         event_ids.append(event_id)
-        rows.append(UsageEvent(tenant=tenant, event_id=event_id, received_at=received_at, **clean))
-    if len(rows) <= INSERT_CHUNK:
-        _insert_ignoring_duplicates(rows)  # one statement: atomic and committed on its own (autocommit)
+        rows.append({**clean, "tenant_id": tenant.pk, "event_id": event_id, "received_at": received_at})
+    if len(rows) <= CHUNK_ROWS:
+        insert_rows(UsageEvent, rows)  # one statement: atomic, and committed when it returns (autocommit)
     else:
         with transaction.atomic():
-            for start in range(0, len(rows), INSERT_CHUNK):
-                _insert_ignoring_duplicates(rows[start:start + INSERT_CHUNK])
+            insert_rows(UsageEvent, rows)
     return event_ids
-
-
-INSERT_CHUNK = 1000
-_INSERT_FIELDS = [f for f in UsageEvent._meta.concrete_fields if not f.primary_key]
-
-
-def _insert_ignoring_duplicates(rows: list[UsageEvent]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING (PostgreSQL and SQLite): what bulk_create(ignore_conflicts=True) sends, minus
-    its BEGIN/COMMIT round trips, which cost more than the insert itself for a single event."""
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
-    placeholder = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
-    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in _INSERT_FIELDS]
-    # Table and column names come from the model, never from input; values are parameters.
-    sql = (f"INSERT INTO {quote(UsageEvent._meta.db_table)} ({columns}) "  # noqa: S608
-           f"VALUES {', '.join([placeholder] * len(rows))} ON CONFLICT DO NOTHING")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 def recorder_wake() -> None:

@@ -17,6 +17,7 @@ from agentwatch_site.dates import hour_floor, tenant_day
 from tenants.models import Team, Tenant
 from tenants.services import team_get_or_create
 from usage.models import Anomaly, DailySpend, HourlySpend, SessionState, UsageEvent
+from usage.services.bulk import update_rows
 from usage.services.loops import runaway_loop_window
 from usage.services.pricing import event_cost, price_table
 
@@ -55,7 +56,7 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE) -> RecordResult:
         tenants = Tenant.objects.in_bulk(list(by_tenant))
         for tenant_id in sorted(by_tenant):
             _record_for_tenant(tenants[tenant_id], by_tenant[tenant_id], now=now, result=result)
-        _update_rows(UsageEvent, ["recorded_at", "cost_usd", "priced_by", "team"], events)
+        update_rows(UsageEvent, ["recorded_at", "cost_usd", "priced_by", "team"], events)
         result.recorded = len(events)
     return result
 
@@ -110,40 +111,6 @@ def _upsert_increment(table: str, key_columns: list[str], sum_columns: list[str]
         params = [value for row in chunk for value in row]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-
-
-def _update_rows(model, field_names: list[str], objs: list) -> None:
-    """Write these fields of many rows by primary key in one statement: UPDATE … FROM (VALUES …) on PostgreSQL,
-    executemany elsewhere. (bulk_update builds a CASE per field and row: most of recording's time went there.)"""
-    if not objs:
-        return
-    meta = model._meta
-    fields = [meta.get_field(name) for name in field_names]
-    quote = connection.ops.quote_name
-    pk_column = quote(meta.pk.column)
-    rows = [[meta.pk.get_db_prep_value(obj.pk, connection)]
-            + [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
-            for obj in sorted(objs, key=lambda o: o.pk)]
-    # Table, column and type names come from the model, never from input; values are parameters.
-    if connection.vendor == "postgresql":
-        types = [meta.pk.rel_db_type(connection)] + [field.db_type(connection) for field in fields]
-        placeholder = "(" + ", ".join(f"%s::{db_type}" for db_type in types) + ")"
-        columns = [quote(field.column) for field in fields]
-        assignments = ", ".join(f"{column} = v.{column}" for column in columns)
-        for start in range(0, len(rows), 1000):
-            chunk = rows[start:start + 1000]
-            sql = (
-                f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "  # noqa: S608
-                f"FROM (VALUES {', '.join([placeholder] * len(chunk))}) AS v({pk_column}, {', '.join(columns)}) "
-                f"WHERE t.{pk_column} = v.{pk_column}"
-            )
-            with connection.cursor() as cursor:
-                cursor.execute(sql, [value for row in chunk for value in row])
-    else:
-        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-        sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {pk_column} = %s"  # noqa: S608
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, [row[1:] + row[:1] for row in rows])
 
 
 def _roll_up_daily(tenant: Tenant, events: list[UsageEvent]) -> None:
@@ -237,7 +204,7 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
         anomaly_id = _detect_runaway_loop(tenant, state, latest_loops.get(session_id), now=now)
         if anomaly_id:
             result.anomalies.append(anomaly_id)
-    _update_rows(
+    update_rows(
         SessionState,
         ["spent_usd", "prompt_tokens", "completion_tokens", "events", "iterations", "recent_prompts", "team",
          "project", "first_seen", "last_seen", "expires_at", "last_limit_usd"],
