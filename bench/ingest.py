@@ -277,13 +277,16 @@ def phase_lag(args, web, rate: float) -> dict:
 NOTES = """
 ### Where the time goes (cProfile, in-process against the same PostgreSQL)
 
-| path | before | after | change |
-|---|---|---|---|
-| recording 10,000 events (one process) | 27.7 s (~350 events/s): 25.7 s in Django `bulk_update`, a CASE WHEN per field and row | ~3.6–5 s (~2,000–2,800 events/s at load average 3–6) | `UPDATE … FROM unnest(one array per column)` (usage/services/bulk.py) |
-| storing one 500-event post | 770 ms wall / 210 ms CPU: psycopg splitting a 11,000-placeholder query and `get_db_prep_save` per value | ~100 ms wall / 50 ms CPU | `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`, one statement in autocommit (no BEGIN/COMMIT round trips), rows built from the validated dicts (no model instances) |
-| single-event post | 4.5 ms wall per request in-process | 2.6 ms CPU per request (bare view: 0.8 ms) | one statement instead of BEGIN/INSERT/COMMIT |
-| a trickle of single events | one recording transaction (≈ 12 statements) and one budget follow-up per event | batches: after a batch under 200 events the worker waits 50 ms before claiming again (usage/tasks.py) | adds ≤ 50 ms of lag |
-
+- Recording 10,000 events in one process: before, 27.7 s (~350 events/s), 25.7 s of it in Django's `bulk_update`
+  (a CASE WHEN per field and row); now ~3.6–5 s (~2,000–2,800 events/s at load average 3–6) with
+  `UPDATE … FROM unnest(one array per column)` (usage/services/bulk.py).
+- Storing one 500-event post: before, 770 ms wall / 210 ms CPU, mostly psycopg splitting an 11,000-placeholder
+  query and `get_db_prep_save` per value; now ~100 ms wall / 50 ms CPU with
+  `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`, one statement in autocommit (no BEGIN/COMMIT round
+  trips), rows built from the validated dicts (no model instances).
+- A trickle of single events: before, one recording transaction (≈ 12 statements) and one budget follow-up per
+  event; now, after a batch of fewer than 200 events, the worker waits 50 ms before claiming again
+  (usage/tasks.py), so they are recorded in batches; this adds at most 50 ms of lag.
 - Recording is now bound by PostgreSQL: the events UPDATE (70–230 ms per 1,000 rows under load) writes a new entry in
   every one of usage_usageevent's 9 indexes, because `recorded_at` is in the predicate of the partial index of
   unrecorded events and `team_id` is indexed, so no update is HOT; then the session upsert and update, and the

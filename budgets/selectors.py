@@ -1,6 +1,7 @@
 """Reads of budgets, month-to-date team spend, alerts and the audit log."""
 
 import datetime
+import functools
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import connection
@@ -70,18 +71,6 @@ def budget_with_spend(*, tenant: Tenant, team: Team, moment: datetime.datetime |
     )
 
 
-def budget_for_check(*, tenant: Tenant, team_id: int | None = None, team_name: str | None = None) -> dict | None:
-    """The budget-check hot path: the team's budget and month-to-date spend in one indexed query, as plain
-    values (no model instances). By team id (from the session's state) or by name (ignoring case)."""
-    lookup = {"team_id": team_id} if team_id is not None else {"team__name__iexact": team_name}
-    budgets = TeamBudget.objects.filter(tenant_id=tenant.pk, **lookup)
-    return (
-        budgets.annotate(current_spend=month_spend_subquery(tenant))
-        .values("team__name", "monthly_budget_usd", "alert_threshold_pct", "hard_stop", "current_spend")
-        .first()
-    )
-
-
 def pct_used(spend: Decimal, budget: Decimal) -> Decimal:
     return (spend * 100 / budget).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
@@ -125,71 +114,83 @@ def _decimal(value, places: str) -> Decimal | None:
     return Decimal(repr(value)).quantize(Decimal(places))
 
 
-_SESSION_WITH_TEAM_SQL = None
-
-
-def _session_with_team_sql() -> str:
-    """Written once from the models' table names. The ORM builds the same query (values() across
-    team__budget plus the spend subquery), but compiling it costs more than running it on this hot path."""
-    global _SESSION_WITH_TEAM_SQL
-    if _SESSION_WITH_TEAM_SQL is None:
-        session, budget = SessionState._meta.db_table, TeamBudget._meta.db_table
-        team, daily = Team._meta.db_table, DailySpend._meta.db_table
-        # Table names come from the models, never from input; every value is a parameter.
-        _SESSION_WITH_TEAM_SQL = (
-            f"SELECT s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, s.last_limit_usd, t.name, "  # noqa: S608
-            f"b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, "
-            f"(SELECT SUM(d.cost_usd) FROM {daily} d WHERE d.tenant_id = %s AND d.team_name = t.name "
-            f"AND d.day >= %s AND d.day < %s) "
+@functools.cache
+def _check_sql() -> dict[str, str]:
+    """The two budget-check reads, written once from the models' table names. The ORM can build the same
+    queries (values() across team__budget plus the spend subquery), but compiling them costs more than running
+    them on this hot path. Table names come from the models, never from input; every value is a parameter."""
+    session, budget = SessionState._meta.db_table, TeamBudget._meta.db_table
+    team, daily = Team._meta.db_table, DailySpend._meta.db_table
+    spend = (f"(SELECT SUM(d.cost_usd) FROM {daily} d WHERE d.tenant_id = %s AND d.team_name = t.name "  # noqa: S608
+             f"AND d.day >= %s AND d.day < %s)")
+    return {
+        # The session (unique tenant + session id), its team's budget (LEFT JOINs on unique keys) and that team's
+        # month-to-date spend (the (tenant, team_name, day) index).
+        "session": (
+            f"SELECT s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, s.last_limit_usd, "  # noqa: S608
+            f"t.name, b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, {spend} "
             f"FROM {session} s LEFT JOIN {budget} b ON b.team_id = s.team_id "
             f"LEFT JOIN {team} t ON t.id = b.team_id "
             f"WHERE s.tenant_id = %s AND s.session_id = %s"
-        )
-    return _SESSION_WITH_TEAM_SQL
+        ),
+        # A team's budget by name, ignoring case as the team's unique (tenant, lower(name)) index does.
+        "team": (
+            f"SELECT t.name, b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, {spend} "  # noqa: S608
+            f"FROM {team} t JOIN {budget} b ON b.team_id = t.id "
+            f"WHERE t.tenant_id = %s AND LOWER(t.name) = LOWER(%s)"
+        ),
+    }
+
+
+def _fetch_one(sql: str, params: list) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def _month_params(tenant: Tenant, now: datetime.datetime) -> list:
+    first, next_first = tenant_month_days(tenant, now)
+    return [tenant.pk, connection.ops.adapt_datefield_value(first), connection.ops.adapt_datefield_value(next_first)]
+
+
+def _team_budget(name, budget, threshold, hard_stop, spend) -> dict:
+    return {"team__name": name, "monthly_budget_usd": _decimal(budget, "0.01"), "alert_threshold_pct": int(threshold),
+            "hard_stop": bool(hard_stop), "current_spend": _decimal(spend, "1e-10") or ZERO}
+
+
+def budget_for_check(*, tenant: Tenant, team_name: str, now: datetime.datetime | None = None) -> dict | None:
+    """A team's budget and month-to-date spend as plain values, in one indexed query; None when the team is
+    unknown or has no budget."""
+    row = _fetch_one(_check_sql()["team"], [*_month_params(tenant, now or timezone.now()), tenant.pk, team_name])
+    return _team_budget(*row) if row is not None else None
 
 
 def _session_with_team_budget(tenant: Tenant, session_id: str, now: datetime.datetime) -> tuple[dict | None,
                                                                                               dict | None]:
-    """One indexed read: the session's state (unique tenant + session id), its team's budget (LEFT JOINs on
-    primary and unique keys) and that team's month-to-date spend (the (tenant, team_name, day) index)."""
-    first, next_first = tenant_month_days(tenant, now)
-    ops = connection.ops
-    params = [ops.adapt_datetimefield_value(now), tenant.pk, ops.adapt_datefield_value(first),
-              ops.adapt_datefield_value(next_first), tenant.pk, session_id]
-    with connection.cursor() as cursor:
-        cursor.execute(_session_with_team_sql(), params)
-        row = cursor.fetchone()
+    params = [connection.ops.adapt_datetimefield_value(now), *_month_params(tenant, now), tenant.pk, session_id]
+    row = _fetch_one(_check_sql()["session"], params)
     if row is None:
         return None, None
-    spent, active, last_limit, team_name, budget, threshold, hard_stop, spend = row
+    spent, active, last_limit, *team = row
     state = {"spent_usd": _decimal(spent, "1e-10"), "active": bool(active),
              "last_limit_usd": _decimal(last_limit, "1e-10")}
-    if budget is None:
-        return state, None
-    return state, {"team__name": team_name, "monthly_budget_usd": _decimal(budget, "0.01"),
-                   "alert_threshold_pct": int(threshold), "hard_stop": bool(hard_stop),
-                   "current_spend": _decimal(spend, "1e-10") or ZERO}
+    return state, (_team_budget(*team) if team[1] is not None else None)
 
 
 def session_budget_check(*, tenant: Tenant, session_id: str, limit_usd: Decimal, team_name: str | None = None,
                          now: datetime.datetime | None = None) -> dict:
-    """The aw-sdk pre-call check (PRODUCT.md §4). Reads only, one query as aw-sdk calls it (the session's state
-    joined to its team's budget, with the month spend as an indexed subquery); two when `team_name` is given
-    (the session's state, then that team's budget and month spend).
+    """The aw-sdk pre-call check (PRODUCT.md §4). Reads only: one query as aw-sdk calls it (the session's state
+    joined to its team's budget, with the month spend as an indexed subquery); a second when `team_name` is
+    given (that team's budget and month spend, which then replaces the session's team).
 
     The session limit comes first (reason `session_budget`); then a hard-stop team at or over its budget
     blocks (reason `team_budget`, with the team's spend and budget). An alert-only team over budget does not
     block; `team.status` says so. Money stays Decimal here."""
     now = now or timezone.now()
+    state, team = _session_with_team_budget(tenant, session_id, now)
     if team_name:
-        state = SessionState.objects.filter(tenant_id=tenant.pk, session_id=session_id).values(
-            "spent_usd", "expires_at", "last_limit_usd")[:1]
-        state = next(iter(state), None)
-        active = state is not None and state["expires_at"] > now
-        team = budget_for_check(tenant=tenant, team_name=team_name)
-    else:
-        state, team = _session_with_team_budget(tenant, session_id, now)
-        active = state is not None and state["active"]
+        team = budget_for_check(tenant=tenant, team_name=team_name, now=now)
+    active = state is not None and state["active"]
     # Idle for 24 hours: the same id starts from zero (the recorder resets it on its next event).
     session_spent = state["spent_usd"] if active else ZERO
 

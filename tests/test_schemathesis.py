@@ -30,6 +30,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.failures import FailureGroup
 
 from tenants.models import ApiKey
 from tests.conftest import make_key
@@ -53,6 +54,10 @@ def error_envelope(ctx, response, case):
         assert isinstance(error["type"], str) and isinstance(error["code"], str) and error["message"], body
     return None
 
+
+# Failures found in operations owned by other modules, reported to their owners: the operation's test is then
+# marked XFAIL with this reason (shown in the pytest summary), never skipped; an entry is deleted once fixed.
+KNOWN_ISSUES: dict[str, str] = {}
 
 CHECKS = [
     st_checks.not_a_server_error,
@@ -136,10 +141,16 @@ schema = schemathesis.openapi.from_dict(SCHEMA, config=_config())
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
 def test_api_conforms_to_its_schema(case, world):
+    operation = f"{case.method} {case.path}"
     started = time.monotonic()
     response = case.call(base_url=world["base"], headers=world["headers"], timeout=30)
-    CASES[f"{case.method} {case.path}"] += 1
+    CASES[operation] += 1
     STATUSES[response.status_code] += 1
     ApiKey.objects.filter(pk=world["key"].pk).update(revoked_at=None)
-    case.validate_response(response, checks=CHECKS, headers=world["headers"])
+    try:
+        case.validate_response(response, checks=CHECKS, headers=world["headers"])
+    except FailureGroup as failures:
+        if operation in KNOWN_ISSUES:
+            pytest.xfail(f"known issue, reported to its owner: {KNOWN_ISSUES[operation]}: {failures}")
+        raise
     assert time.monotonic() - started < 30

@@ -55,7 +55,7 @@ def world(db, settings):
                                threshold_pct=80, spend_usd=Decimal("81"), budget_usd=Decimal("100"))
     endpoint = WebhookEndpoint.objects.create(tenant=bob_tenant, url="https://bob-hook.example.com/x",
                                               secret="whsec_bob", event_types=["anomaly.detected"])
-    UsageEvent.objects.create(
+    bob_event = UsageEvent.objects.create(
         tenant=bob_tenant, event_id="bob-event", model="bob-model-secret", team=team, team_name=team.name,
         project="bob-project-secret", session_id="bob-session-secret", iteration_index=1, prompt_tokens=10,
         timestamp=now, received_at=now, recorded_at=now, cost_usd=Decimal("0.5"), priced_by="blended")
@@ -75,7 +75,7 @@ def world(db, settings):
         "api": Client(HTTP_AUTHORIZATION=f"Bearer {alice_key}"), "page": page, "anon": Client(),
         "page_to_log_out": page_to_log_out,
         "bob_tenant": bob_tenant, "bob_key": bob_key, "team": team, "budget": budget, "endpoint": endpoint,
-        "anomaly": anomaly, "price": price, "bob_membership": bob_membership,
+        "anomaly": anomaly, "price": price, "bob_membership": bob_membership, "event": bob_event,
     }
 
 
@@ -138,6 +138,7 @@ def matrix(w):
             ("page", "post", f"/settings/webhooks/{w['endpoint'].pk}/test/", 404)],
         "activity/": [("page", "get", "/activity/?session=bob-session-secret", "nodata"),
                       ("page", "get", "/activity/", "nodata")],
+        "activity/events/<int:event_pk>/": [("page", "get", f"/activity/events/{w['event'].pk}/", 404)],
         "activity/live/": [("page", "get", "/activity/live/", "nodata")],
         "activity/export.csv": [("page", "get", "/activity/export.csv", "nodata")],
         "sessions/": [("page", "get", "/sessions/", "nodata")],

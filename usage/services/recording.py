@@ -152,9 +152,8 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
     for event in events:
         by_session[event.session_id].append(event)
     session_ids = sorted(by_session)
-    # A session starts when its first event was received (not when a worker got to it), so an iteration index
-    # re-sent later is recognised as already counted.
-    # Activity is dated by receipt, not by when a worker got to it (a sweep after an outage is late).
+    # Activity is dated by receipt, not by when a worker got to it (a sweep after an outage is late), so the
+    # 24-hour idle rule and "iteration already counted" (received since the session started) hold either way.
     started = {sid: min(e.received_at for e in batch) for sid, batch in by_session.items()}
     active = {sid: max(e.received_at for e in batch) for sid, batch in by_session.items()}
     SessionState.objects.bulk_create(
