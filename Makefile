@@ -33,6 +33,7 @@ lint: install
 # Runs on the configuration the environment selects: embedded by default; PostgreSQL + Redis with a real
 # Celery worker when DATABASE_URL and REDIS_URL are set (see .ci/run). PYTEST_ARGS narrows it.
 test: lint
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Production process set (needs DATABASE_URL and REDIS_URL): gunicorn, a Celery worker and Celery beat.

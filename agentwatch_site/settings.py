@@ -203,6 +203,9 @@ STORAGES = {
     },
 }
 
+# A file missing from the manifest falls back to its plain name instead of failing the page with a 500.
+WHITENOISE_MANIFEST_STRICT = False
+
 # --- Security --------------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

@@ -109,3 +109,28 @@ def test_pricing_and_retention_pages(page, owner, usage):
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#expired-count")).to_be_visible()
     screenshot(page, "14-retention")
+
+
+PHONE_PAGES = ["/", "/activity/", "/budgets/", "/sessions/", "/sessions/agent/run%207/", "/anomalies/",
+               "/settings/api-keys/", "/settings/webhooks/", "/settings/pricing/", "/settings/retention/",
+               "/settings/members/"]
+
+
+WIDER_THAN_SCREEN = """() => Array.from(document.querySelectorAll('main *'))
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth).slice(0, 8)
+    .map(e => e.tagName + '.' + e.className + ' in ' + e.parentElement.tagName + '.' + e.parentElement.className)"""
+
+
+def test_every_page_fits_a_phone_screen(page, owner, usage, tenant):
+    from budgets.services import budget_upsert
+
+    budget_upsert(tenant=tenant, team_name="search", monthly_budget_usd=40)
+    sign_in(page, "olivia")
+    page.set_viewport_size({"width": 390, "height": 844})
+    for url in PHONE_PAGES:
+        page.goto(url)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        wide = [] if overflow <= 0 else page.evaluate(WIDER_THAN_SCREEN)
+        assert overflow <= 0, f"{url} is {overflow}px wider than the phone screen: {wide}"
+        name = url.strip("/").replace("/", "-").replace("%20", "_") or "overview"
+        screenshot(page, f"phone-{name}")

@@ -3,6 +3,7 @@
 import datetime
 import re
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -32,6 +33,21 @@ def ingest(tenant, raw_events: list[dict], *, now=None) -> list[str]:
 
 def events_for(count: int, **fields) -> list[dict]:
     return [dict(SDK_EVENT, iteration_index=i, prompt_tokens=100 + i, **fields) for i in range(1, count + 1)]
+
+
+RECORD_TASK = rb"usage\.tasks\.(?:record_pending_events|sweep_unrecorded_events)\[[^\]]+\] "
+RECORD_DONE = RECORD_TASK + rb"succeeded in [\d.]+s: (\d+)"
+
+
+def wait_until_idle(workers, timeout: float = 30.0) -> None:
+    """Every recording task the workers received has finished (and logged how many events it recorded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = b"".join(worker.log_path.read_bytes() for worker in workers)
+        if len(re.findall(RECORD_TASK + rb"received", logs)) == len(re.findall(RECORD_DONE, logs)):
+            return
+        time.sleep(0.1)
+    raise AssertionError("recording tasks still running")
 
 
 def assert_totals_match_events(tenant) -> None:
@@ -148,12 +164,12 @@ def test_two_worker_processes_recording_one_session_at_once_give_exact_totals(te
         for thread in starting:
             thread.join()
         wait_until_recorded(timeout=180)
+        wait_until_idle(workers)
     finally:
         for worker in workers:
             worker.stop()
     # Each task records until nothing is left, so two tasks with a share means they recorded at the same time.
-    pattern = rb"(?:record_pending_events|sweep_unrecorded_events)\[[^\]]+\] succeeded in [\d.]+s: (\d+)"
-    shares = [int(n) for worker in workers for n in re.findall(pattern, worker.log_path.read_bytes())]
+    shares = [int(n) for worker in workers for n in re.findall(RECORD_DONE, worker.log_path.read_bytes())]
     assert sum(shares) == total
     assert len([n for n in shares if n]) >= 2, f"the workers should have recorded concurrently: {shares}"
     state = SessionState.objects.get(tenant=tenant, session_id="ci-run-123")
