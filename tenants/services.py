@@ -10,7 +10,7 @@ from django.utils.text import slugify
 from agentwatch_site.errors import ApiError, InvalidRequest
 from tenants.keys import display_prefix, generate_key, hash_key
 from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant
-from tenants.selectors import team_by_name
+from tenants.selectors import api_key_cache_forget, team_by_name
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         key.refresh_from_db(fields=["revoked_at"])
+        api_key_cache_forget(key_hash=key.key_hash)
         logger.info("api key revoked tenant_id=%s key_prefix=%s", key.tenant_id, key.prefix)
     return key
 

@@ -37,7 +37,10 @@ def clear_cache() -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
+    from tenants.selectors import api_key_cache_forget
+
     clear_cache()
+    api_key_cache_forget()
     yield
 
 

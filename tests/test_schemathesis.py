@@ -57,7 +57,16 @@ def error_envelope(ctx, response, case):
 
 # Failures found in operations owned by other modules, reported to their owners: the operation's test is then
 # marked XFAIL with this reason (shown in the pytest summary), never skipped; an entry is deleted once fixed.
-KNOWN_ISSUES: dict[str, str] = {}
+KNOWN_ISSUES: dict[str, str] = {
+    "GET /v1/anomalies": "usage/anomaly_api.py documents the 200 as a bare array (responses=AnomalyOutput(many=True)) "
+                         "but answers {\"results\": [...], \"next\": ...}",
+    "GET /v1/webhooks": "tenants/webhook_api.py documents the 200 as a bare array (EndpointOutput(many=True)) but "
+                        "answers {\"results\": [...], \"next\": ...}",
+    "GET /v1/teams/budget-check": "500 for ?team=%00 on PostgreSQL (a NUL reaches the team lookup, which PostgreSQL "
+                                  "refuses); budgets/api.py should answer 400 (or 404) before querying",
+    "POST /v1/webhooks": "tenants/webhook_api.py accepts \"enabled\": 0 (DRF BooleanField coerces 0/1), which the "
+                         "schema (type boolean) says is invalid",
+}
 
 CHECKS = [
     st_checks.not_a_server_error,
