@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponseBadRequest
 
 from agentwatch_site.errors import json_error
 from agentwatch_site.logging import request_id_var
@@ -32,7 +33,13 @@ class RequestIdMiddleware:
         # Not reset on the way out: Django logs the response (django.request) after the middleware returns,
         # and that line must carry the id too. The next request on this thread sets its own.
         request_id_var.set(request_id)
-        if is_api_path(request.path) and self._body_too_large(request):
+        if self._has_null_character(request):
+            # PostgreSQL cannot store or compare a NUL in text: refuse it here, once, for every view.
+            if not is_api_path(request.path):
+                return HttpResponseBadRequest("Null characters are not allowed in URLs.", content_type="text/plain")
+            response = json_error(status=400, type="invalid_request_error", code="invalid_request",
+                                  message="Null characters (%00) are not allowed in the URL or query string.")
+        elif is_api_path(request.path) and self._body_too_large(request):
             response = json_error(
                 status=413, type="invalid_request_error", code="request_too_large",
                 message=f"Request body exceeds {settings.INGEST_MAX_BODY_BYTES} bytes; split it into smaller batches.",
@@ -41,6 +48,10 @@ class RequestIdMiddleware:
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+    @staticmethod
+    def _has_null_character(request) -> bool:
+        return "%00" in request.META.get("QUERY_STRING", "") or "\x00" in request.path
 
     @staticmethod
     def _body_too_large(request) -> bool:

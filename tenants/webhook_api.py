@@ -3,6 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.pagination import keyset_page, paginate, parse_limit
+from agentwatch_site.serializers import StrictBooleanField, page_of
 from tenants.api_base import TenantApi
 from tenants.models import WebhookDelivery, WebhookEndpoint
 from tenants.selectors import get_for_tenant_or_404
@@ -64,9 +65,9 @@ class WebhookListCreateApi(TenantApi):
         description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
         event_types = serializers.ListField(child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1,
                                             max_length=len(EVENT_TYPES))
-        enabled = serializers.BooleanField(required=False, default=True)
+        enabled = StrictBooleanField(required=False, default=True)
 
-    @extend_schema(responses=EndpointOutput(many=True), tags=["webhooks"])
+    @extend_schema(responses=page_of("WebhookEndpointPage", EndpointOutput(many=True)), tags=["webhooks"])
     def get(self, request):
         endpoints = webhook_endpoint_list(tenant=request.tenant)
         return Response({"results": EndpointOutput(endpoints, many=True).data, "next": None})
@@ -86,7 +87,7 @@ class WebhookDetailApi(TenantApi):
         description = serializers.CharField(max_length=200, required=False, allow_blank=True)
         event_types = serializers.ListField(child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1,
                                             max_length=len(EVENT_TYPES), required=False)
-        enabled = serializers.BooleanField(required=False)
+        enabled = StrictBooleanField(required=False)
 
     @extend_schema(responses=EndpointOutput, tags=["webhooks"])
     def get(self, request, endpoint_id: int):
@@ -119,7 +120,8 @@ class WebhookTestApi(TenantApi):
 
 
 class WebhookDeliveryListApi(TenantApi):
-    @extend_schema(parameters=PAGE_PARAMETERS, responses=DeliveryOutput(many=True), tags=["webhooks"])
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=page_of("WebhookDeliveryPage", DeliveryOutput(many=True)),
+                   tags=["webhooks"])
     def get(self, request, endpoint_id: int):
         endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
         page = paginate(request, webhook_delivery_list(endpoint=endpoint), order=("-id",))

@@ -62,8 +62,9 @@ KNOWN_ISSUES: dict[str, str] = {
                          "but answers {\"results\": [...], \"next\": ...}",
     "GET /v1/webhooks": "tenants/webhook_api.py documents the 200 as a bare array (EndpointOutput(many=True)) but "
                         "answers {\"results\": [...], \"next\": ...}",
-    "GET /v1/teams/budget-check": "500 for ?team=%00 on PostgreSQL (a NUL reaches the team lookup, which PostgreSQL "
-                                  "refuses); budgets/api.py should answer 400 (or 404) before querying",
+    "GET /v1/teams/budget-check": "500 for ?team=%00 on PostgreSQL: a NUL reaches tenants.selectors.team_by_name, "
+                                  "whose query PostgreSQL refuses (it should find no team: 404)",
+    "GET /v1/alerts": "500 for ?team=a%00b on PostgreSQL (same root cause as GET /v1/teams/budget-check)",
     "POST /v1/webhooks": "tenants/webhook_api.py accepts \"enabled\": 0 (DRF BooleanField coerces 0/1), which the "
                          "schema (type boolean) says is invalid",
 }

@@ -3,6 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.pagination import paginate
+from agentwatch_site.serializers import page_of
 from tenants.api_base import TenantApi
 from tenants.selectors import get_for_tenant_or_404
 from tenants.webhook_api import PAGE_PARAMETERS
@@ -51,7 +52,7 @@ class AnomalyListApi(TenantApi):
             OpenApiParameter("status", str, enum=list(STATUS_FILTERS), description="`closed` = acknowledged."),
             *PAGE_PARAMETERS,
         ],
-        responses=AnomalyOutput(many=True), tags=["anomalies"],
+        responses=page_of("AnomalyPage", AnomalyOutput(many=True)), tags=["anomalies"],
     )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
