@@ -15,6 +15,15 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string only (DRF's CharField turns 42 into "42")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def page_of(name: str, item: serializers.Serializer):
     """The schema of one keyset page, {"results": [...], "next": url-or-null}, as every list endpoint answers."""
     return inline_serializer(name, fields={

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.pagination import keyset_page, paginate, parse_limit
-from agentwatch_site.serializers import StrictBooleanField, page_of
+from agentwatch_site.serializers import StrictBooleanField, StrictCharField, page_of
 from tenants.api_base import TenantApi
 from tenants.models import WebhookDelivery, WebhookEndpoint
 from tenants.selectors import get_for_tenant_or_404
@@ -62,12 +62,13 @@ class DeliveryOutput(serializers.Serializer):
 class WebhookListCreateApi(TenantApi):
     class InputSerializer(serializers.Serializer):
         url = serializers.URLField(max_length=500)
-        description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+        description = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
         event_types = serializers.ListField(child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1,
                                             max_length=len(EVENT_TYPES))
         enabled = StrictBooleanField(required=False, default=True)
 
-    @extend_schema(responses=page_of("WebhookEndpointPage", EndpointOutput(many=True)), tags=["webhooks"])
+    @extend_schema(responses=page_of("WebhookEndpointPage", EndpointOutput(many=True)), tags=["webhooks"],
+                   operation_id="webhooks_list")
     def get(self, request):
         endpoints = webhook_endpoint_list(tenant=request.tenant)
         return Response({"results": EndpointOutput(endpoints, many=True).data, "next": None})
@@ -84,7 +85,7 @@ class WebhookListCreateApi(TenantApi):
 class WebhookDetailApi(TenantApi):
     class UpdateSerializer(serializers.Serializer):
         url = serializers.URLField(max_length=500, required=False)
-        description = serializers.CharField(max_length=200, required=False, allow_blank=True)
+        description = StrictCharField(max_length=200, required=False, allow_blank=True)
         event_types = serializers.ListField(child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1,
                                             max_length=len(EVENT_TYPES), required=False)
         enabled = StrictBooleanField(required=False)

@@ -57,17 +57,7 @@ def error_envelope(ctx, response, case):
 
 # Failures found in operations owned by other modules, reported to their owners: the operation's test is then
 # marked XFAIL with this reason (shown in the pytest summary), never skipped; an entry is deleted once fixed.
-KNOWN_ISSUES: dict[str, str] = {
-    "GET /v1/anomalies": "usage/anomaly_api.py documents the 200 as a bare array (responses=AnomalyOutput(many=True)) "
-                         "but answers {\"results\": [...], \"next\": ...}",
-    "GET /v1/webhooks": "tenants/webhook_api.py documents the 200 as a bare array (EndpointOutput(many=True)) but "
-                        "answers {\"results\": [...], \"next\": ...}",
-    "GET /v1/teams/budget-check": "500 for ?team=%00 on PostgreSQL: a NUL reaches tenants.selectors.team_by_name, "
-                                  "whose query PostgreSQL refuses (it should find no team: 404)",
-    "GET /v1/alerts": "500 for ?team=a%00b on PostgreSQL (same root cause as GET /v1/teams/budget-check)",
-    "POST /v1/webhooks": "tenants/webhook_api.py accepts \"enabled\": 0 (DRF BooleanField coerces 0/1), which the "
-                         "schema (type boolean) says is invalid",
-}
+KNOWN_ISSUES: dict[str, str] = {}
 
 CHECKS = [
     st_checks.not_a_server_error,

@@ -52,7 +52,7 @@ class AnomalyListApi(TenantApi):
             OpenApiParameter("status", str, enum=list(STATUS_FILTERS), description="`closed` = acknowledged."),
             *PAGE_PARAMETERS,
         ],
-        responses=page_of("AnomalyPage", AnomalyOutput(many=True)), tags=["anomalies"],
+        responses=page_of("AnomalyPage", AnomalyOutput(many=True)), tags=["anomalies"], operation_id="anomalies_list",
     )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)

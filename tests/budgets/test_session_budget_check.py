@@ -93,7 +93,8 @@ def test_bad_limit_is_a_400_naming_limit_usd(telemetry_api, query):
 def test_bad_session_id_is_a_400(telemetry_api, query):
     response = check(telemetry_api, query)
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "validation_error"
+    # (A NUL is refused before the view, by the site-wide guard, with its own code.)
+    assert response.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_session_id_of_200_printable_characters_is_accepted(telemetry_api):
@@ -193,9 +194,10 @@ def test_the_check_reads_at_most_twice_and_writes_nothing_to_the_database(tenant
     assert body["team"]["team"] == "backend" and body["team"]["current_spend"] == 0.003
     sqls = [q["sql"] for q in queries.captured_queries]
     assert not [s for s in sqls if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))], sqls
-    # One read authenticates the key; then the check's own reads.
-    assert "tenants_apikey" in sqls[0]
-    assert len(sqls) == 1 + reads, sqls
+    # Authentication reads the key at most once (it may be remembered for a second); then the check's own reads.
+    key_reads = [s for s in sqls if "tenants_apikey" in s]
+    assert len(key_reads) <= 1
+    assert len(sqls) - len(key_reads) == reads, sqls
 
 
 def test_the_last_limit_seen_is_kept_in_the_cache_and_copied_by_the_recorder(tenant, telemetry_api):
