@@ -5,11 +5,13 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import unquote_to_bytes
 
 from django.core.cache import cache
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.errors import NotFound, validation_error
+from agentwatch_site.pagination import paginate
+from agentwatch_site.serializers import page_of
 from budgets.selectors import (
     alert_list,
     budget_for_check,
@@ -24,8 +26,8 @@ from budgets.serializers import BudgetInputSerializer
 from budgets.services import budget_delete, budget_update, budget_upsert
 from tenants.api_base import TelemetryApi, TenantApi
 from tenants.selectors import team_by_name
-from tenants.webhook_api import PAGE_PARAMETERS, id_cursor_page
-from usage.services.recording import LAST_LIMIT_CACHE_KEY, SESSION_TTL
+from tenants.webhook_api import PAGE_PARAMETERS
+from usage.services.recording import SESSION_TTL, last_limit_cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +82,12 @@ def _budget_or_404(request, name: str):
 class TeamBudgetListApi(TenantApi):
     """GET: every team budget with its month-to-date spend. POST: create or replace one team's budget."""
 
-    @extend_schema(responses=inline_serializer("BudgetList", {"data": BudgetOutput(many=True)}),
+    @extend_schema(responses=page_of("BudgetList", BudgetOutput(many=True)),
                    operation_id="teams_budgets_list", tags=["budgets"])
     def get(self, request):
         budgets = budget_list_with_spend(tenant=request.tenant)
-        return Response({"data": [budget_output(b) for b in budgets]})
+        # Every budget of the tenant on one page (a tenant has tens of teams); the list shape matches the others.
+        return Response({"results": [budget_output(b) for b in budgets], "next": None})
 
     @extend_schema(
         request=BudgetInputSerializer,
@@ -271,7 +274,7 @@ def _remember_limit(tenant_id: int, session_id: str, limit: Decimal) -> None:
     """The last limit per session is shown on Sessions; the recorder copies it into SessionState, so this path
     writes nothing to the database. A cache outage only loses that display value."""
     try:
-        cache.set(LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant_id, session_id=session_id), str(limit),
+        cache.set(last_limit_cache_key(tenant_id, session_id), str(limit),
                   timeout=int(SESSION_TTL.total_seconds()))
     except Exception as exc:
         logger.warning("could not remember session limit error=%s", type(exc).__name__)
@@ -295,13 +298,10 @@ class AlertListApi(TenantApi):
 
     @extend_schema(
         parameters=[OpenApiParameter("team", str, description="Only this team's alerts."), *PAGE_PARAMETERS],
-        responses=inline_serializer("AlertPage", {
-            "data": AlertOutput(many=True),
-            "next_cursor": serializers.CharField(allow_null=True, help_text="Pass as `cursor` for the next page."),
-        }),
+        responses=page_of("AlertPage", AlertOutput(many=True)),
         operation_id="alerts_list", tags=["budgets"],
     )
     def get(self, request):
         alerts = alert_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)
-        rows, next_cursor = id_cursor_page(alerts, request.query_params)
-        return Response({"data": AlertOutput(rows, many=True).data, "next_cursor": next_cursor})
+        page = paginate(request, alerts, order=("-id",))
+        return Response({"results": AlertOutput(page["results"], many=True).data, "next": page["next"]})

@@ -5,29 +5,11 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from agentwatch_site.serializers import StrictBooleanField, StrictCharField
+
 MAX_MONTHLY_BUDGET_USD = Decimal("10000000")
 DEFAULT_ALERT_THRESHOLD_PCT = 80
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """JSON true/false only: DRF's BooleanField also takes "yes", "on", 1…, which hides client mistakes."""
-
-    default_error_messages = {"invalid": "Must be a JSON boolean (true or false)."}
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool):
-            return data
-        self.fail("invalid")
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string only (DRF's CharField turns 42 into "42")."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class BudgetInputSerializer(serializers.Serializer):

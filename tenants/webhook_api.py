@@ -2,7 +2,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agentwatch_site.pagination import keyset_page, paginate, parse_limit
+from agentwatch_site.pagination import paginate
 from agentwatch_site.serializers import StrictBooleanField, StrictCharField, page_of
 from tenants.api_base import TenantApi
 from tenants.models import WebhookDelivery, WebhookEndpoint
@@ -21,14 +21,6 @@ PAGE_PARAMETERS = [
     OpenApiParameter("limit", int, description="1 to 1000, default 100."),
     OpenApiParameter("cursor", str, description="From the `next` link of the previous page."),
 ]
-
-
-def id_cursor_page(queryset, query_params) -> tuple[list, str | None]:
-    """Newest first by id, `limit` and `cursor` from the query string: (rows, next_cursor). Kept for callers
-    that answer {"data", "next_cursor"}; new code uses agentwatch_site.pagination.paginate."""
-    limit = parse_limit(query_params.get("limit"))
-    page = keyset_page(queryset, order=("-id",), cursor=query_params.get("cursor") or None, limit=limit)
-    return page.items, page.next_cursor
 
 
 class EndpointOutput(serializers.Serializer):

@@ -68,8 +68,8 @@ def test_status_goes_ok_alert_exceeded_as_events_are_recorded_with_one_alert_per
             assert sorted(BudgetAlert.objects.values_list("level", flat=True)) == sorted(levels)
 
         alerts = admin_api.get("/v1/alerts").json()
-        assert [a["level"] for a in alerts["data"]] == ["exceeded", "threshold"]
-        exceeded, threshold = alerts["data"]
+        assert [a["level"] for a in alerts["results"]] == ["exceeded", "threshold"]
+        exceeded, threshold = alerts["results"]
         assert exceeded["team"] == "backend-engineers" and exceeded["threshold_pct"] == 100
         assert (exceeded["spend_usd"], exceeded["budget_usd"]) == (0.012, 0.01)
         assert (threshold["threshold_pct"], threshold["spend_usd"]) == (50, 0.006)
@@ -94,14 +94,14 @@ def test_alerts_are_listed_newest_first_with_paging_and_never_across_tenants(ten
             BudgetAlert.objects.create(tenant=tenant, team=team, month=now.date().replace(day=1), level=level,
                                        threshold_pct=80, spend_usd=Decimal("1"), budget_usd=Decimal("1"))
     first = admin_api.get("/v1/alerts?limit=4").json()
-    assert len(first["data"]) == 4 and first["next_cursor"]
-    second = admin_api.get(f"/v1/alerts?limit=4&cursor={first['next_cursor']}").json()
-    assert len(second["data"]) == 2 and second["next_cursor"] is None
-    ids = [a["id"] for a in first["data"] + second["data"]]
+    assert len(first["results"]) == 4 and first["next"]
+    second = admin_api.get(first["next"]).json()
+    assert len(second["results"]) == 2 and second["next"] is None
+    ids = [a["id"] for a in first["results"] + second["results"]]
     assert ids == sorted(ids, reverse=True)
-    only = admin_api.get("/v1/alerts?team=TEAM-1").json()["data"]
+    only = admin_api.get("/v1/alerts?team=TEAM-1").json()["results"]
     assert {a["team"] for a in only} == {"team-1"} and len(only) == 2
-    assert other_admin_api.get("/v1/alerts").json()["data"] == []
+    assert other_admin_api.get("/v1/alerts").json()["results"] == []
     assert admin_api.get("/v1/alerts?limit=0").status_code == 400
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from budgets.services import budget_upsert
 from usage.models import SessionState
 from usage.services.ingest import event_batch_ingest, parse_ingest_body
-from usage.services.recording import LAST_LIMIT_CACHE_KEY, events_record_pending
+from usage.services.recording import events_record_pending, last_limit_cache_key
 
 CHECK_KEYS = {"session_id", "exceeded", "spent_usd", "limit_usd", "remaining_usd", "reason", "team"}
 TEAM_KEYS = {"team", "status", "pct_used", "hard_stop", "monthly_budget_usd", "current_spend", "blocks"}
@@ -203,7 +203,7 @@ def test_the_check_reads_at_most_twice_and_writes_nothing_to_the_database(tenant
 def test_the_last_limit_seen_is_kept_in_the_cache_and_copied_by_the_recorder(tenant, telemetry_api):
     ok(check(telemetry_api, "session_id=s+1&limit_usd=2.5"))
     ok(check(telemetry_api, "session_id=s+1&limit_usd=1e-05"))
-    assert cache.get(LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant.pk, session_id="s+1")) == "0.00001"
+    assert cache.get(last_limit_cache_key(tenant.pk, "s+1")) == "0.00001"
     record(tenant, session_id="s+1", tokens=10)
     assert SessionState.objects.get(session_id="s+1").last_limit_usd == Decimal("0.00001")
 
@@ -215,7 +215,7 @@ def test_telemetry_check_needs_a_key(client):
 
 
 def test_a_limit_the_session_state_already_holds_is_not_cached_again(tenant, telemetry_api):
-    key = LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant.pk, session_id="steady")
+    key = last_limit_cache_key(tenant.pk, "steady")
     ok(check(telemetry_api, "session_id=steady&limit_usd=2"))
     record(tenant, session_id="steady", tokens=10)
     assert SessionState.objects.get(session_id="steady").last_limit_usd == Decimal("2")

@@ -105,7 +105,7 @@ def test_list_shows_every_budget_with_month_spend_in_one_query_for_spend(tenant,
     with CaptureQueriesContext(connection) as queries:
         response = admin_api.get("/v1/teams/budgets")
     assert response.status_code == 200
-    rows = response.json()["data"]
+    rows = response.json()["results"]
     assert [r["team"] for r in rows] == [f"team-{n}" for n in range(5)]
     assert [r["current_spend"] for r in rows] == [0, 10.0, 20.0, 30.0, 40.0]
     assert [r["pct_used"] for r in rows] == [0, 10.0, 20.0, 30.0, 40.0]
@@ -245,7 +245,7 @@ def test_every_change_is_in_the_audit_log_with_who_what_and_when(tenant, admin_a
 def test_another_tenants_budgets_are_404_never_403(tenant, other_tenant, admin_api, other_admin_api):
     create(admin_api, team="secret-team")
     spend(tenant, "secret-team", "100.00")
-    assert other_admin_api.get("/v1/teams/budgets").json()["data"] == []
+    assert other_admin_api.get("/v1/teams/budgets").json()["results"] == []
     for method, path in [
         ("get", "/v1/teams/budgets/secret-team"),
         ("patch", "/v1/teams/budgets/secret-team"),

@@ -4,6 +4,7 @@ two workers race, or a worker dies mid-batch (its transaction rolls back and the
 """
 
 import datetime
+import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ logger = logging.getLogger(__name__)
 RECORD_BATCH_SIZE = 1000
 SESSION_TTL = datetime.timedelta(hours=24)
 RECENT_PROMPTS_KEPT = 5
-LAST_LIMIT_CACHE_KEY = "lastlimit:{tenant_id}:{session_id}"
+def last_limit_cache_key(tenant_id: int, session_id: str) -> str:
+    """Where budget-check leaves the last limit a session asked with (hashed: ids may hold any character)."""
+    return f"lastlimit:{tenant_id}:{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
 
 
 @dataclass
@@ -243,7 +246,7 @@ def _recorded_iterations(tenant: Tenant, by_session: dict[str, list[UsageEvent]]
 
 
 def _last_limits(tenant: Tenant, session_ids: list[str]) -> dict[str, Decimal]:
-    keys = {LAST_LIMIT_CACHE_KEY.format(tenant_id=tenant.pk, session_id=sid): sid for sid in session_ids}
+    keys = {last_limit_cache_key(tenant.pk, sid): sid for sid in session_ids}
     try:
         found = cache.get_many(list(keys))
     except Exception:
