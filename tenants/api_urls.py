@@ -4,6 +4,6 @@ from tenants import api
 
 urlpatterns = [
     path("me", api.MeApi.as_view(), name="api-me"),
-    path("keys", api.ApiKeyListCreateApi.as_view(), name="api-keys"),
-    path("keys/<str:key>", api.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
+    path("keys", api.ApiKeyListCreateApi.as_view(), name="api-key-list"),
+    path("keys/<str:key>", api.ApiKeyRevokeApi.as_view(), name="api-key-detail"),
 ]

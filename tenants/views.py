@@ -13,11 +13,19 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
+from agentwatch_site.errors import ApiError
 from tenants.forms import ApiKeyCreateForm, MemberAddForm, MemberRoleForm, ThrottledLoginForm, WebhookCreateForm
 from tenants.middleware import SESSION_TENANT_KEY
-from tenants.models import ApiKey, Membership
-from tenants.selectors import api_key_list, get_for_tenant_or_404
-from tenants.services import api_key_create, api_key_revoke
+from tenants.models import ApiKey, Membership, WebhookDelivery, WebhookEndpoint
+from tenants.selectors import api_key_list, get_for_tenant_or_404, membership_list
+from tenants.services import api_key_create, api_key_revoke, membership_add, membership_change_role, membership_remove
+from tenants.webhooks import (
+    webhook_endpoint_create,
+    webhook_endpoint_delete,
+    webhook_endpoint_list,
+    webhook_endpoint_update,
+    webhook_test_send,
+)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -119,8 +127,6 @@ def api_key_revoke_view(request, key_id: int):
 # --- Settings → Members (owners only) ----------------------------------------------------------------------
 
 def _members_context(request, add_form=None, error=None):
-    from tenants.selectors import membership_list
-
     return {"members": membership_list(tenant=request.tenant), "add_form": add_form or MemberAddForm(),
             "roles": Membership.Role.choices, "member_error": error, "active_nav": "settings",
             "settings_tab": "members"}
@@ -128,8 +134,6 @@ def _members_context(request, add_form=None, error=None):
 
 @member_required(owner_only=True)
 def members(request):
-    from tenants.services import membership_add
-
     form = MemberAddForm(request.POST or None)
     status = 200
     if request.method == "POST":
@@ -145,9 +149,6 @@ def members(request):
 @member_required(owner_only=True)
 @require_POST
 def member_role(request, membership_id: int):
-    from agentwatch_site.errors import ApiError
-    from tenants.services import membership_change_role
-
     membership = get_for_tenant_or_404(Membership, tenant=request.tenant, pk=membership_id)
     form = MemberRoleForm(request.POST)
     error, status = None, 200
@@ -168,9 +169,6 @@ def member_role(request, membership_id: int):
 @member_required(owner_only=True)
 @require_POST
 def member_remove(request, membership_id: int):
-    from agentwatch_site.errors import ApiError
-    from tenants.services import membership_remove
-
     membership = get_for_tenant_or_404(Membership, tenant=request.tenant, pk=membership_id)
     error, status = None, 200
     try:
@@ -190,9 +188,6 @@ WEBHOOK_LOG_SHOWN = 50
 
 
 def _webhooks_context(request, **extra) -> dict:
-    from tenants.models import WebhookDelivery
-    from tenants.webhooks import webhook_endpoint_list
-
     endpoints = list(webhook_endpoint_list(tenant=request.tenant))
     deliveries = list(WebhookDelivery.objects.for_tenant(request.tenant).select_related("endpoint")
                       .order_by("-id")[:WEBHOOK_LOG_SHOWN])
@@ -204,9 +199,6 @@ def _webhooks_context(request, **extra) -> dict:
 
 @member_required
 def webhooks(request):
-    from agentwatch_site.errors import ApiError
-    from tenants.webhooks import webhook_endpoint_create
-
     if request.method != "POST":
         return render_page(request, "tenants/webhooks.html", _webhooks_context(request),
                            fragment="tenants/_webhooks_panel.html")
@@ -230,9 +222,6 @@ def webhooks(request):
 @member_required
 @require_POST
 def webhook_toggle(request, endpoint_id: int):
-    from tenants.models import WebhookEndpoint
-    from tenants.webhooks import webhook_endpoint_update
-
     endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
     webhook_endpoint_update(endpoint=endpoint, enabled=not endpoint.enabled)
     if not request.htmx:
@@ -243,9 +232,6 @@ def webhook_toggle(request, endpoint_id: int):
 @member_required
 @require_POST
 def webhook_delete(request, endpoint_id: int):
-    from tenants.models import WebhookEndpoint
-    from tenants.webhooks import webhook_endpoint_delete
-
     endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
     webhook_endpoint_delete(endpoint=endpoint)
     if not request.htmx:
@@ -257,9 +243,6 @@ def webhook_delete(request, endpoint_id: int):
 @require_POST
 def webhook_test(request, endpoint_id: int):
     """Sends a test event now and shows the outcome inline (and in the delivery log)."""
-    from tenants.models import WebhookEndpoint
-    from tenants.webhooks import webhook_test_send
-
     endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
     delivery = webhook_test_send(endpoint=endpoint)
     if not request.htmx:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django import forms
 from django.db.models import Exists, F, OuterRef, Q
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -15,12 +15,14 @@ from django.views.decorators.http import require_GET, require_POST
 from agentwatch_site.errors import ApiError
 from agentwatch_site.pagination import decode_cursor, encode_cursor, keyset_page
 from tenants.selectors import get_for_tenant_or_404, team_list
+from tenants.services import tenant_settings_update
 from tenants.views import member_required, render_page
 from usage.charts import render_svg, session_token_chart
 from usage.filters import EVENT_FILTER_PARAMS
-from usage.models import Anomaly, SessionState, UsageEvent
-from usage.selectors import event_list, session_iterations, session_list
+from usage.models import Anomaly, ModelPrice, PurgeRun, SessionState, UsageEvent
+from usage.selectors import event_list, session_iterations, session_list, unpriced_models_recent
 from usage.services.anomalies import anomaly_acknowledge, anomaly_list
+from usage.services.pricing import price_override_delete, price_override_set
 
 ACTIVITY_PAGE_SIZE = 50
 LIVE_MAX_ROWS = 100
@@ -37,8 +39,6 @@ def _filters(request) -> dict[str, str]:
 
 
 def _query(params: dict, **extra) -> str:
-    from django.http import QueryDict
-
     query = QueryDict(mutable=True)
     for name, value in {**params, **extra}.items():
         if value not in (None, ""):
@@ -295,9 +295,6 @@ def anomaly_ack(request, anomaly_id: int):
 # --- Settings → Pricing ----------------------------------------------------------------------------------
 
 def _pricing_context(request, **extra) -> dict:
-    from usage.models import ModelPrice
-    from usage.selectors import unpriced_models_recent
-
     tenant = request.tenant
     overrides = {p.model: p for p in ModelPrice.objects.for_tenant(tenant).order_by("model")}
     catalogue = list(ModelPrice.objects.filter(tenant__isnull=True).order_by("provider", "model"))
@@ -323,8 +320,6 @@ def pricing(request):
 @member_required
 @require_POST
 def pricing_mode(request):
-    from tenants.services import tenant_settings_update
-
     try:
         tenant_settings_update(tenant=request.tenant, cost_mode=request.POST.get("cost_mode", ""))
     except ApiError as exc:
@@ -338,8 +333,6 @@ def pricing_mode(request):
 @member_required
 @require_POST
 def pricing_override(request):
-    from usage.services.pricing import price_override_set
-
     form = PriceOverrideForm(request.POST)
     if not form.is_valid():
         context = _pricing_context(request, price_form=form)
@@ -355,9 +348,6 @@ def pricing_override(request):
 @member_required
 @require_POST
 def pricing_override_delete(request, price_id: int):
-    from usage.models import ModelPrice
-    from usage.services.pricing import price_override_delete
-
     price = get_for_tenant_or_404(ModelPrice, tenant=request.tenant, pk=price_id)
     price_override_delete(price=price)
     if not request.htmx:
@@ -386,8 +376,6 @@ class RetentionForm(forms.Form):
 
 
 def _retention_context(request, **extra) -> dict:
-    from usage.models import PurgeRun
-
     tenant = request.tenant
     cutoff = timezone.now() - datetime.timedelta(days=tenant.retention_days)
     expired = UsageEvent.objects.for_tenant(tenant).filter(timestamp__lt=cutoff)
@@ -405,8 +393,6 @@ def _retention_context(request, **extra) -> dict:
 
 @member_required
 def retention(request):
-    from tenants.services import tenant_settings_update
-
     if request.method == "POST":
         form = RetentionForm(request.POST)
         if not form.is_valid():
