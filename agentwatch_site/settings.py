@@ -121,7 +121,7 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.5)
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "agentwatch_site.cache.AgentWatchRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "aw",
             "OPTIONS": {

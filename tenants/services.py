@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from agentwatch_site.errors import ApiError, InvalidRequest
+from agentwatch_site.metrics import EVENTS_REJECTED
 from tenants.keys import display_prefix, generate_key, hash_key
 from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant
 from tenants.selectors import api_key_cache_forget, team_by_name
@@ -94,6 +95,7 @@ def team_get_or_create(*, tenant: Tenant, name: str) -> tuple[Team, bool]:
 
 
 def rejected_telemetry_count(*, tenant: Tenant, reason: str, count: int = 1) -> None:
+    EVENTS_REJECTED.labels(reason).inc(count)
     day = timezone.now().date()
     try:
         updated = RejectedTelemetry.objects.filter(tenant=tenant, day=day, reason=reason).update(

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from agentwatch_site.dates import month_start, tenant_day, tenant_month_days
 from agentwatch_site.errors import ApiError, validation_error
+from agentwatch_site.metrics import EVENTS_ACCEPTED
 from agentwatch_site.openapi import error_response
 from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
 from tenants.api_base import TelemetryApi, TenantApi
@@ -110,6 +111,7 @@ class IngestApi(TelemetryApi):
             rejected_telemetry_count(tenant=request.tenant, reason="invalid")
             raise
         event_ids = event_batch_ingest(tenant=request.tenant, events=events, received_at=received_at)
+        EVENTS_ACCEPTED.inc(len(event_ids))
         recorder_wake()
         return Response({"accepted": len(event_ids), "event_ids": event_ids}, status=status.HTTP_202_ACCEPTED)
 

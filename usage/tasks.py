@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError
 
+from agentwatch_site.metrics import EVENTS_RECORDED
 from usage.services.ingest import WAKE_KEY
 from usage.services.recording import RecordResult, events_record_pending
 
@@ -51,6 +52,7 @@ def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS) -> int:
         if not result.recorded:
             break
         total += result.recorded
+        EVENTS_RECORDED.inc(result.recorded)
         _dispatch_followups(result)
         if result.recorded < SMALL_BATCH and not settings.CELERY_TASK_ALWAYS_EAGER:
             time.sleep(RECORD_COALESCE_SECONDS)
