@@ -99,8 +99,9 @@ def wait_http(url: str, *, timeout: float = 30, expect: int = 200, service: Serv
 
 
 def start_gunicorn(env: dict, *, workers: int = 3, port: int | None = None, name: str = "gunicorn",
-                   ready_path: str = "/healthz") -> Service:
-    """gunicorn with sync workers on 127.0.0.1, ready once `ready_path` answers 200."""
+                   ready_path: str = "/livez") -> Service:
+    """gunicorn with sync workers on 127.0.0.1, ready once `ready_path` answers 200 (liveness: a backlog left
+    by an earlier run makes /healthz 503 until the worker drains it)."""
     port = port or free_port()
     service = _spawn(name, [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "agentwatch_site.wsgi",
                             "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "sync",
