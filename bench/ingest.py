@@ -314,8 +314,8 @@ def report(args, single, batches, lag) -> str:
     b_rate = batches["total"] / batches["visible_s"]
     copy_rate = batches["total"] / batches["copy_s"]
     lines = [
-        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores (shared with other "
-        f"work: noisy); gunicorn {args.web_workers} sync workers, one Celery worker "
+        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores (load average "
+        f"{os.getloadavg()[0]:.1f} at the end); gunicorn {args.web_workers} sync workers, one Celery worker "
         f"(concurrency {args.worker_concurrency}), PostgreSQL + Redis on the same machine.",
         "",
         "Command: `" + " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/ingest.py", *sys.argv[1:]]) + "`",

@@ -230,8 +230,8 @@ def report(rows, *, events: int, generate_s: float, runs: int) -> str:
         f"Server-side time through the Django test client (no network; the full middleware stack, sign-in session "
         f"in the database, templates rendered), median and p90 of "
         f"{runs} requests after 2 warm-ups, one tenant with {events:,} events over 90 days in PostgreSQL (plus its "
-        f"daily roll-ups, 20,000 session states, 301 anomalies, 10 budgets). Shared 2-core machine with other "
-        f"benchmarks and test suites running: figures are upper bounds. Target: < {TARGET_MS} ms each.",
+        f"daily roll-ups, 20,000 session states, 301 anomalies, 10 budgets). Load average "
+        f"{os.getloadavg()[0]:.1f} at the end. Target: < {TARGET_MS} ms each.",
         "",
         "| page | median ms | p90 ms | queries | target |",
         "| --- | ---: | ---: | ---: | --- |",
