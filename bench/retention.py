@@ -215,8 +215,8 @@ def report(args, *, before, after, during, purge, rate, generate_s) -> str:
     q99, d99 = percentile(quiet, 99), percentile(during, 99)
     lines = [
         f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores (load average "
-        f"{os.getloadavg()[0]:.1f} at the end); PostgreSQL + Redis on the same machine; gunicorn {args.web_workers} sync workers "
-        f"and one Celery worker recording the live ingestion.",
+        f"{os.getloadavg()[0]:.1f} at the end); PostgreSQL + Redis on the same machine; "
+        f"gunicorn {args.web_workers} sync workers and one Celery worker recording the live ingestion.",
         "",
         "Command: `" + " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/retention.py", *sys.argv[1:]])
         + "`",
