@@ -189,7 +189,9 @@ def session_budget_check(*, tenant: Tenant, session_id: str, limit_usd: Decimal,
     now = now or timezone.now()
     state, team = _session_with_team_budget(tenant, session_id, now)
     if team_name:
-        team = budget_for_check(tenant=tenant, team_name=team_name, now=now)
+        # The named team replaces the session's own only when it has a budget: a typo in `team=` must not hide
+        # the session's hard-stop team.
+        team = budget_for_check(tenant=tenant, team_name=team_name, now=now) or team
     active = state is not None and state["active"]
     # Idle for 24 hours: the same id starts from zero (the recorder resets it on its next event).
     session_spent = state["spent_usd"] if active else ZERO

@@ -59,14 +59,15 @@ def rate_limit_hit(*, tenant: Tenant, bucket: str) -> RateDecision:
 
 
 def _incr_with_expiry(key: str) -> int:
-    """Atomically count one hit. On Redis: INCR and EXPIRE NX in one pipelined round trip."""
+    """Atomically count one hit. On Redis: SET NX EX (the window's expiry, set once) and INCR in one MULTI/EXEC
+    round trip — any Redis version, and the counter can never be left without an expiry."""
     client_getter = getattr(getattr(cache, "_cache", None), "get_client", None)
     if client_getter is not None:
-        pipe = client_getter(write=True).pipeline(transaction=False)
+        pipe = client_getter(write=True).pipeline(transaction=True)
         full_key = cache.make_key(key)
+        pipe.set(full_key, 0, ex=WINDOW_SECONDS + 5, nx=True)
         pipe.incr(full_key)
-        pipe.expire(full_key, WINDOW_SECONDS + 5, nx=True)
-        return int(pipe.execute()[0])
+        return int(pipe.execute()[1])
     if cache.add(key, 1, timeout=WINDOW_SECONDS + 5):
         return 1
     try:

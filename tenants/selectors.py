@@ -1,7 +1,8 @@
 import datetime
 import time
 
-from django.db.models import Model
+from django.db.models import CharField, Model, Value
+from django.db.models.functions import Lower
 from django.http import Http404
 from django.utils import timezone
 
@@ -59,7 +60,10 @@ def api_key_is_active(key: ApiKey, *, now: datetime.datetime | None = None) -> b
 
 
 def team_by_name(*, tenant: Tenant, name: str) -> Team | None:
-    return Team.objects.for_tenant(tenant).filter(name__iexact=name).first()
+    """Case-insensitive, with the database's own lower() — the expression of the unique constraint — so a name
+    the constraint calls a duplicate is always found (iexact compares upper(), which differs for some letters)."""
+    return (Team.objects.for_tenant(tenant).annotate(lowered=Lower("name"))
+            .filter(lowered=Lower(Value(name, output_field=CharField()))).first())
 
 
 def team_list(*, tenant: Tenant):

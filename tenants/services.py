@@ -91,7 +91,10 @@ def team_get_or_create(*, tenant: Tenant, name: str) -> tuple[Team, bool]:
             return Team.objects.create(tenant=tenant, name=name), True
     except IntegrityError:
         # Another request created it between our read and write.
-        return team_by_name(tenant=tenant, name=name), False
+        team = team_by_name(tenant=tenant, name=name)
+        if team is None:
+            raise
+        return team, False
 
 
 def rejected_telemetry_count(*, tenant: Tenant, reason: str, count: int = 1) -> None:

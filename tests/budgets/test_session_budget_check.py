@@ -224,3 +224,10 @@ def test_a_limit_the_session_state_already_holds_is_not_cached_again(tenant, tel
     assert cache.get(key) is None
     ok(check(telemetry_api, "session_id=steady&limit_usd=3"))
     assert cache.get(key) == "3"
+
+
+def test_a_team_parameter_without_a_budget_does_not_hide_the_sessions_hard_stop_team(tenant, telemetry_api):
+    budget_upsert(tenant=tenant, team_name="capped", monthly_budget_usd=Decimal("0.01"), hard_stop=True)
+    record(tenant, session_id="s-typo", tokens=10_000, team="capped")
+    body = ok(check(telemetry_api, "session_id=s-typo&limit_usd=100&team=no-such-team"))
+    assert body["exceeded"] is True and body["reason"] == "team_budget"

@@ -169,3 +169,38 @@ def test_body_over_1_mib_gets_413(tenant, telemetry_key):
 
 def test_admin_key_can_ingest_too(tenant, admin_api):
     assert post(admin_api, SDK_EVENT).status_code == 202
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b'{"model": "m", "metadata": {"a": "\\u0000"}}', "metadata"),
+    (b'{"model": "m", "metadata": {"x": 1e999}}', "metadata"),
+    (b'{"model": "\\ud800"}', "model"),
+    (b'{"model": "m", "team": "a\\udfffb"}', "team"),
+    (b'{"model": "m", "metadata": {"k": "\\ud800"}}', "metadata"),
+])
+def test_null_characters_infinities_and_lone_surrogates_get_field_errors(tenant, telemetry_key, body, field):
+    from django.test import Client
+
+    response = Client().post("/v1/ingest", body, content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {telemetry_key}")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"]
+    assert UsageEvent.objects.count() == 0
+
+
+def test_a_repeated_event_id_within_one_batch_is_accepted_once(tenant, telemetry_api):
+    response = post(telemetry_api, {"events": [dict(SDK_EVENT, event_id="a"), dict(SDK_EVENT, event_id="a"),
+                                               dict(SDK_EVENT, event_id="b")]})
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 2, "event_ids": ["a", "b"]}
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 2
+
+
+def test_a_no_limit_value_on_budget_check_does_not_stop_recording(tenant, telemetry_api, recording):
+    check = telemetry_api.get("/v1/budget-check?session_id=big&limit_usd=1e12")
+    assert check.status_code == 200 and check.json()["exceeded"] is False
+    assert post(telemetry_api, dict(SDK_EVENT, session_id="big")).status_code == 202
+    assert post(telemetry_api, dict(SDK_EVENT, session_id="other", event_id="o1")).status_code == 202
+    recording()
+    assert SessionState.objects.get(tenant=tenant, session_id="big").events == 1
+    assert SessionState.objects.get(tenant=tenant, session_id="other").events == 1

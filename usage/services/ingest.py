@@ -30,6 +30,7 @@ FUTURE_TOLERANCE = datetime.timedelta(minutes=5)
 EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 RISK_TAG = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 WAKE_KEY = "ingest:wake"
 WAKE_TTL_SECONDS = 5
 
@@ -80,6 +81,9 @@ class _Checker:
             return ""
         if _CONTROL.search(value):
             self.fail(field, "Must not contain control characters.")
+            return ""
+        if _SURROGATE.search(value):
+            self.fail(field, "Must be valid UTF-8 text.")
             return ""
         return value
 
@@ -178,15 +182,17 @@ def validate_event(raw, *, path: str, errors: dict, now: datetime.datetime) -> d
         check.fail("metadata", "Must be a JSON object.")
     else:
         try:
-            size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
-        except (ValueError, RecursionError):
-            size = MAX_METADATA_BYTES + 1
-        if size > MAX_METADATA_BYTES:
-            check.fail("metadata", f"Must be at most {MAX_METADATA_BYTES} bytes as JSON.")
-        elif "\x00" in json.dumps(metadata):
-            check.fail("metadata", "Must not contain null characters.")
+            dumped = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+            size = len(dumped.encode("utf-8"))
+        except (ValueError, RecursionError):  # NaN/Infinity (e.g. 1e999), lone surrogates, absurd nesting
+            check.fail("metadata", "Must be a JSON object of finite numbers and valid UTF-8 text.")
         else:
-            clean["metadata"] = metadata
+            if size > MAX_METADATA_BYTES:
+                check.fail("metadata", f"Must be at most {MAX_METADATA_BYTES} bytes as JSON.")
+            elif "\x00" in dumped or "\\u0000" in dumped:
+                check.fail("metadata", "Must not contain null characters.")
+            else:
+                clean["metadata"] = metadata
     return clean if len(errors) == before else None
 
 
@@ -214,12 +220,16 @@ def parse_ingest_body(data, *, now: datetime.datetime) -> list[dict]:
 
 
 def event_batch_ingest(*, tenant: Tenant, events: list[dict], received_at: datetime.datetime) -> list[str]:
-    """Insert the events in one statement and commit; a repeated (tenant, event_id) is a no-op.
-    Returns the event ids (client-supplied or assigned here)."""
+    """Insert the events in one statement and commit; a repeated (tenant, event_id) is a no-op, within the
+    batch too. Returns the distinct event ids (client-supplied or assigned here)."""
     rows = []
     event_ids = []
+    seen = set()
     for clean in events:
         event_id = clean.pop("event_id") or uuid.uuid4().hex
+        if event_id in seen:
+            continue
+        seen.add(event_id)
         event_ids.append(event_id)
         rows.append({**clean, "tenant_id": tenant.pk, "event_id": event_id, "received_at": received_at})
     if len(rows) <= CHUNK_ROWS:

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 RECORD_BATCH_SIZE = 1000
 SESSION_TTL = datetime.timedelta(hours=24)
 RECENT_PROMPTS_KEPT = 5
+# The largest money value SessionState.last_limit_usd (numeric(20,10)) can hold, exclusive.
+MAX_STORED_LIMIT = Decimal(10) ** 10
 def last_limit_cache_key(tenant_id: int, session_id: str) -> str:
     """Where budget-check leaves the last limit a session asked with (hashed: ids may hold any character)."""
     return f"lastlimit:{tenant_id}:{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
@@ -159,17 +161,23 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
     # 24-hour idle rule and "iteration already counted" (received since the session started) hold either way.
     started = {sid: min(e.received_at for e in batch) for sid, batch in by_session.items()}
     active = {sid: max(e.received_at for e in batch) for sid, batch in by_session.items()}
-    SessionState.objects.bulk_create(
-        [SessionState(tenant=tenant, session_id=sid, first_seen=started[sid], last_seen=active[sid],
-                      expires_at=active[sid] + SESSION_TTL)
-         for sid in session_ids],
-        ignore_conflicts=True,
-    )
+
+
+    def insert_new(sids: list[str]) -> None:
+        SessionState.objects.bulk_create(
+            [SessionState(tenant=tenant, session_id=sid, first_seen=started[sid], last_seen=active[sid],
+                          expires_at=active[sid] + SESSION_TTL) for sid in sids],
+            ignore_conflicts=True,
+        )
+
+    insert_new(session_ids)
     # The row lock serialises workers recording the same session; the state below is computed under it.
-    states = SessionState.objects.filter(tenant=tenant, session_id__in=session_ids).order_by("session_id")
-    if connection.features.has_select_for_update:
-        states = states.select_for_update()
-    states = {state.session_id: state for state in states}
+    states = _locked_session_states(tenant, session_ids)
+    missing = [sid for sid in session_ids if sid not in states]
+    if missing:
+        # expire_sessions deleted them between the insert above and the locked read: create them again.
+        insert_new(missing)
+        states.update(_locked_session_states(tenant, missing))
     seen_iterations = _recorded_iterations(tenant, by_session)
     last_limits = _last_limits(tenant, session_ids)
     # The latest loop anomaly per session, open or acknowledged (an acknowledged run must not reopen itself).
@@ -214,6 +222,13 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
     )
 
 
+def _locked_session_states(tenant: Tenant, session_ids: list[str]) -> dict[str, SessionState]:
+    states = SessionState.objects.filter(tenant=tenant, session_id__in=session_ids).order_by("session_id")
+    if connection.features.has_select_for_update:
+        states = states.select_for_update()
+    return {state.session_id: state for state in states}
+
+
 def _reset_session(state: SessionState, *, started) -> None:
     """Idle for 24 hours: the same id starts from zero (its events stay)."""
     state.spent_usd = Decimal("0")
@@ -251,7 +266,16 @@ def _last_limits(tenant: Tenant, session_ids: list[str]) -> dict[str, Decimal]:
         found = cache.get_many(list(keys))
     except Exception:
         return {}
-    return {keys[key]: Decimal(str(value)) for key, value in found.items()}
+    limits = {}
+    for key, value in found.items():
+        try:
+            limit = Decimal(str(value))
+        except ArithmeticError:
+            continue
+        # A "no limit" value such as 1e12 does not fit numeric(20,10): one such row would fail every batch.
+        if limit.is_finite() and Decimal(0) <= limit < MAX_STORED_LIMIT:
+            limits[keys[key]] = limit
+    return limits
 
 
 def _detect_runaway_loop(tenant: Tenant, state: SessionState, anomaly: Anomaly | None, *, now) -> int | None:
