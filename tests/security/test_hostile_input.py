@@ -80,3 +80,106 @@ def test_injection_text_in_a_valid_field_is_stored_verbatim(tenant, telemetry_ke
     recording()
     event = UsageEvent.objects.get(tenant=tenant)
     assert (event.team.name, event.project, event.session_id) == (value, value, value)
+
+
+BUDGET_FIELDS = ["team", "monthly_budget_usd", "alert_threshold_pct", "hard_stop"]
+budget_bodies = st.one_of(
+    st.fixed_dictionaries({}, optional=dict.fromkeys(BUDGET_FIELDS, json_values)),
+    st.fixed_dictionaries({"team": st.text(min_size=1, max_size=120) | st.sampled_from(NASTY_STRINGS),
+                           "monthly_budget_usd": st.one_of(
+                               st.integers(min_value=-(10**20), max_value=10**20),
+                               st.floats(allow_nan=False, allow_infinity=False),
+                               st.decimals(allow_nan=False, allow_infinity=False).map(str))}),
+    json_values,
+)
+
+
+def assert_only_valid_budgets():
+    from budgets.models import TeamBudget
+
+    for budget in TeamBudget.objects.select_related("team"):
+        assert 0 < budget.monthly_budget_usd <= 10_000_000
+        assert 1 <= budget.alert_threshold_pct <= 100
+        assert budget.team.name.strip() and "\x00" not in budget.team.name and len(budget.team.name) <= 100
+
+
+@pytest.fixture
+def unlimited_admin_key(tenant):
+    """Hundreds of generated requests in a minute: lift the admin rate limit (0 = unlimited) before any request."""
+    from tests.conftest import make_key
+
+    tenant.admin_rate_limit_per_minute = 0
+    tenant.save()
+    return make_key(tenant, "admin", "fuzz")
+
+
+@HYPOTHESIS
+@given(body=budget_bodies, method=st.sampled_from(["post", "patch"]))
+def test_random_budget_writes_never_get_a_5xx(unlimited_admin_key, body, method):
+    admin_key = unlimited_admin_key
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {admin_key}")
+    path = "/v1/teams/budgets" if method == "post" else "/v1/teams/budgets/some-team"
+    response = getattr(client, method)(path, json.dumps(body), content_type="application/json")
+    assert response.status_code in (200, 201, 400, 404), response.content[:500]
+    if response.status_code >= 400:
+        assert response.json()["error"]["type"] in ("invalid_request_error", "not_found_error")
+    assert_only_valid_budgets()
+
+
+@HYPOTHESIS
+@given(session_id=st.text(max_size=300), limit=st.one_of(st.text(max_size=40), st.floats().map(repr)),
+       team=st.none() | st.text(max_size=150))
+def test_random_budget_checks_answer_200_or_a_clear_400(tenant, telemetry_key, session_id, limit, team):
+    from urllib.parse import quote
+
+    query = f"session_id={quote(session_id, safe='')}&limit_usd={quote(limit, safe='')}"
+    if team is not None:
+        query += f"&team={quote(team, safe='')}"
+    response = Client().get(f"/v1/budget-check?{query}", HTTP_AUTHORIZATION=f"Bearer {telemetry_key}")
+    assert response.status_code in (200, 400), response.content[:500]
+    body = response.json()
+    if response.status_code == 200:
+        assert isinstance(body["spent_usd"], (int, float)) and isinstance(body["limit_usd"], (int, float))
+    else:
+        assert body["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("name", ["'; DROP TABLE usage_usageevent; --", "{{ settings.SECRET_KEY }}",
+                                  "<script>alert(1)</script>"])
+def test_injection_text_in_a_team_name_is_shown_verbatim_and_escaped(tenant, admin_key, name):
+    from django.conf import settings as django_settings
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import Membership
+    from tenants.services import membership_set
+
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {admin_key}")
+    response = client.post("/v1/teams/budgets", json.dumps({"team": name, "monthly_budget_usd": 10}),
+                           content_type="application/json")
+    assert response.status_code == 201 and response.json()["team"] == name
+    user = get_user_model().objects.create_user("escaper", password="pw-escaper-123456")
+    membership_set(tenant=tenant, user=user, role=Membership.Role.OWNER)
+    page = Client()
+    page.force_login(user)
+    html = page.get("/budgets/").content.decode()
+    from django.utils.html import escape
+
+    assert escape(name) in html
+    assert "<script>alert(1)</script>" not in html
+    assert django_settings.SECRET_KEY not in html
+
+
+def test_the_django_admin_never_shows_a_key_hash(tenant, admin_key):
+    from django.contrib.auth import get_user_model
+
+    from tenants.keys import hash_key
+    from tenants.models import ApiKey
+
+    get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123456")
+    client = Client()
+    client.login(username="root", password="pw-root-123456")
+    key = ApiKey.objects.get(key_hash=hash_key(admin_key))
+    for path in ("/admin/tenants/apikey/", f"/admin/tenants/apikey/{key.pk}/change/"):
+        html = client.get(path).content.decode()
+        assert key.prefix in html
+        assert key.key_hash not in html and admin_key not in html
