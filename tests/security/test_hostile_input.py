@@ -166,7 +166,8 @@ def test_injection_text_in_a_team_name_is_shown_verbatim_and_escaped(tenant, adm
 
     assert escape(name) in html
     assert "<script>alert(1)</script>" not in html
-    assert django_settings.SECRET_KEY not in html
+    if len(django_settings.SECRET_KEY) >= 20:  # a one-letter test key would match any page
+        assert django_settings.SECRET_KEY not in html
 
 
 def test_the_django_admin_never_shows_a_key_hash(tenant, admin_key):
