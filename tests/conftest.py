@@ -37,10 +37,12 @@ def clear_cache() -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
+    from tenants.authentication import _touched_here
     from tenants.selectors import api_key_cache_forget
 
     clear_cache()
     api_key_cache_forget()
+    _touched_here.clear()
     yield
 
 
