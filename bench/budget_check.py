@@ -22,10 +22,8 @@ import asyncio
 import datetime
 import os
 import random
-import re
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from decimal import Decimal
@@ -38,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     ROOT,
     WrkResult,
-    _ms,
     bench_env,
     percentile,
+    run_wrk_script,
     start_gunicorn,
     start_worker,
     write_results_section,
@@ -150,24 +148,7 @@ def run_wrk_get(base_url: str, *, lua_request: str, key: str | None, duration: f
     if key:
         lua += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     lua += lua_request
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(lua)
-    try:
-        argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
-                "-s", script.name, base_url]
-        out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
-    finally:
-        os.unlink(script.name)
-    distribution = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+(?:us|ms|s|m))\s*$", out, re.M))
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return WrkResult(
-        requests=int(re.search(r"(\d+) requests in", out).group(1)),
-        requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        p50_ms=_ms(distribution["50"]), p99_ms=_ms(distribution["99"]),
-        non_2xx=int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
-        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
-        raw=out,
-    )
+    return run_wrk_script(base_url, lua=lua, duration=duration, connections=connections, threads=threads)
 
 
 SESSION_REQUEST = f"""

@@ -173,11 +173,17 @@ def _ms(text: str) -> float:
 def run_wrk(url: str, *, body: bytes, headers: dict | None = None, duration: float = 10, connections: int = 16,
             threads: int = 2) -> WrkResult:
     """POST `body` to `url` as fast as the server answers. Needs `wrk` (apt-get install wrk)."""
-    if not shutil.which("wrk"):
-        raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     all_headers = {"Content-Type": "application/json", **(headers or {})}
     lua = "wrk.method = 'POST'\n" f"wrk.body = {json.dumps(body.decode())}\n"
     lua += "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in all_headers.items())
+    return run_wrk_script(url, lua=lua, duration=duration, connections=connections, threads=threads)
+
+
+def run_wrk_script(url: str, *, lua: str, duration: float = 10, connections: int = 16,
+                   threads: int = 2) -> WrkResult:
+    """Run wrk with the given Lua script against `url` and parse its report."""
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
     try:
@@ -199,9 +205,6 @@ def run_wrk(url: str, *, body: bytes, headers: dict | None = None, duration: flo
     )
 
 
-# --- A paced asyncio client (open loop: a fixed rate, whatever the server does) --------------------------------
-
-@dataclass
 class Sent:
     index: int
     started: float  # time.monotonic()
