@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tenants.models import Membership
+from tests.factories import MembershipFactory, UserFactory
+
 # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make are still synchronous.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
@@ -45,6 +48,13 @@ class Console:
 
     def errors(self) -> list[str]:
         return [m for m in self.messages if m.startswith("error:")]
+
+
+@pytest.fixture
+def owner(tenant):
+    user = UserFactory(username="olivia")
+    MembershipFactory(tenant=tenant, user=user, role=Membership.Role.OWNER)
+    return user
 
 
 @pytest.fixture

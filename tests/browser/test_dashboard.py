@@ -15,13 +15,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def owner(tenant):
-    user = UserFactory(username="olivia")
-    MembershipFactory(tenant=tenant, user=user, role=Membership.Role.OWNER)
-    return user
-
-
-@pytest.fixture
 def viewer(tenant):
     user = UserFactory(username="vera")
     MembershipFactory(tenant=tenant, user=user, role=Membership.Role.VIEWER)

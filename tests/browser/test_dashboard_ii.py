@@ -16,13 +16,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def owner(tenant):
-    user = UserFactory(username="olivia")
-    MembershipFactory(tenant=tenant, user=user, role=Membership.Role.OWNER)
-    return user
-
-
-@pytest.fixture
 def usage(tenant):
     record(tenant, demo_month(days=10, per_day=6) + runaway_session(session_id="agent/run 7", iterations=12))
 
