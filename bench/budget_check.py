@@ -37,6 +37,7 @@ from bench.common import (  # noqa: E402
     ROOT,
     WrkResult,
     bench_env,
+    ensure_database,
     percentile,
     run_wrk_script,
     start_gunicorn,
@@ -69,17 +70,6 @@ def parse_args():
 
 
 # --- Database and data ----------------------------------------------------------------------------------------
-
-def ensure_database(database_url: str) -> None:
-    import psycopg
-
-    parts = urllib.parse.urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
 
 def migrate(env: dict) -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)

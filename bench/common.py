@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,6 +271,30 @@ def paced_posts(url: str, *, rate: float, duration: float, body_for, headers: di
 
 
 # --- RESULTS.md -------------------------------------------------------------------------------------------------
+
+def ensure_database(database_url: str) -> None:
+    """Create the benchmark's PostgreSQL database if it does not exist yet."""
+    import psycopg
+
+    parts = urllib.parse.urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(*, database_url: str, redis_url: str) -> None:
+    """Point this process at the benchmark's database and Redis, create and migrate the database."""
+    os.environ.update(bench_env(DATABASE_URL=database_url, REDIS_URL=redis_url))
+    ensure_database(database_url)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
 
 def write_results_section(heading: str, text: str, path: Path = ROOT / "bench" / "RESULTS.md") -> None:
     """Replace the `## heading` section of bench/RESULTS.md (or append it), leaving other benches' sections."""

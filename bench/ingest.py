@@ -32,6 +32,7 @@ from bench.common import (  # noqa: E402
     paced_posts,
     percentile,
     run_wrk,
+    setup_django,
     start_gunicorn,
     start_worker,
     write_results_section,
@@ -59,28 +60,6 @@ def parse_args():
     parser.add_argument("--lag-duration", type=float, default=20)
     parser.add_argument("--write", action="store_true", help="write the figures into bench/RESULTS.md")
     return parser.parse_args()
-
-
-def setup_django(args) -> None:
-    os.environ.update(bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url))
-    _ensure_database(args.database_url)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-def _ensure_database(url: str) -> None:
-    import psycopg
-
-    parsed = urllib.parse.urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def new_tenant(label: str):
@@ -348,7 +327,7 @@ def report(args, single, batches, lag) -> str:
 
 def main() -> None:
     args = parse_args()
-    setup_django(args)
+    setup_django(database_url=args.database_url, redis_url=args.redis_url)
     env = bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url, ROOT_URLCONF="bench.urls")
     print(f"pending before start: {pending_count()}", flush=True)
     with start_gunicorn(env, workers=args.web_workers, name="bench-web") as web, \

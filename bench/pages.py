@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, bench_env, write_results_section  # noqa: E402
+from bench.common import ROOT, setup_django, write_results_section  # noqa: E402
 
 SLUG = "bench-pages"
 TEAMS = 10
@@ -39,19 +39,6 @@ def parse_args():
     parser.add_argument("--reuse", action="store_true", help="keep the bench tenant's data if it is already there")
     parser.add_argument("--write", action="store_true", help="write the figures into bench/RESULTS.md")
     return parser.parse_args()
-
-
-def setup_django(args) -> None:
-    from bench.ingest import _ensure_database
-
-    os.environ.update(bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url))
-    _ensure_database(args.database_url)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def generate(count: int):
@@ -249,7 +236,7 @@ def report(rows, *, events: int, generate_s: float, runs: int) -> str:
 
 def main() -> None:
     args = parse_args()
-    setup_django(args)
+    setup_django(database_url=args.database_url, redis_url=args.redis_url)
     from django.test.utils import override_settings
 
     found = existing(args.events) if args.reuse else None

@@ -30,11 +30,12 @@ from bench.common import (  # noqa: E402
     bench_env,
     paced_posts,
     percentile,
+    setup_django,
     start_gunicorn,
     start_worker,
     write_results_section,
 )
-from bench.ingest import _ensure_database, new_tenant, wait_drained  # noqa: E402
+from bench.ingest import new_tenant, wait_drained  # noqa: E402
 
 SDK_EVENT = {"model": "gpt-4o", "latency_ms": 812, "prompt_tokens": 1200, "completion_tokens": 300,
              "project": "checkout-service", "team": "payments-eng", "iteration_index": 1}
@@ -53,17 +54,6 @@ def parse_args():
     parser.add_argument("--pause-ratio", type=float, default=None, help="purge_expired --pause-ratio (its default)")
     parser.add_argument("--write", action="store_true", help="write the figures into bench/RESULTS.md")
     return parser.parse_args()
-
-
-def setup_django(args) -> None:
-    os.environ.update(bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url))
-    _ensure_database(args.database_url)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def generate_expired(count: int):
@@ -163,7 +153,7 @@ def run_purge(args, env) -> dict:
 
 def main() -> None:
     args = parse_args()
-    setup_django(args)
+    setup_django(database_url=args.database_url, redis_url=args.redis_url)
     env = bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url)
     print(f"generating {args.events:,} expired events …", flush=True)
     _, generate_s = generate_expired(args.events)
