@@ -2,7 +2,9 @@ import logging
 import re
 import uuid
 
+from csp.middleware import CSPMiddleware
 from django.conf import settings
+from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponseBadRequest
 
@@ -16,6 +18,40 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 def is_api_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
+
+
+# JSON answers load nothing and must never be framed or run as a document: the strictest policy, a constant.
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+class MessageMiddleware(DjangoMessageMiddleware):
+    """Flash messages for pages only: an API request has none to show, and building the message storage on every
+    telemetry request is wasted."""
+
+    def process_request(self, request):
+        if not is_api_path(request.path):
+            super().process_request(request)
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """Pages (and the Swagger UI at /v1/docs) get the configured policy with its nonces, built per response;
+    JSON API answers get API_CONTENT_SECURITY_POLICY without building anything (it is on every telemetry
+    request)."""
+
+    @staticmethod
+    def _is_json_api(request) -> bool:
+        return is_api_path(request.path) and not request.path.startswith("/v1/docs")
+
+    def process_request(self, request):
+        if not self._is_json_api(request):
+            super().process_request(request)
+
+    def process_response(self, request, response):
+        if not self._is_json_api(request):
+            return super().process_response(request, response)
+        if "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = API_CONTENT_SECURITY_POLICY
+        return response
 
 
 class RequestIdMiddleware:

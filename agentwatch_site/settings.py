@@ -61,10 +61,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "agentwatch_site.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "agentwatch_site.middleware.ContentSecurityPolicyMiddleware",
     "tenants.middleware.TenantMembershipMiddleware",
 ]
 
@@ -95,8 +95,20 @@ if DATABASE_URL:
         )
     }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend with a health check that needs no round trip while the connection is healthy.
+        DATABASES["default"]["ENGINE"] = "agentwatch_site.postgresql"
         DATABASES["default"].setdefault("OPTIONS", {})
         DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 3, minimum=1))
+        # A peer that vanished without closing the connection (failover, a middlebox's idle timeout) is noticed
+        # within about a minute, so the health check (agentwatch_site/postgresql/base.py) sees a readable socket.
+        for option, value in {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                              "keepalives_count": 3}.items():
+            DATABASES["default"]["OPTIONS"].setdefault(option, value)
+        # The hot-path statements (agentwatch_site/db.py) are prepared once per connection; the ORM's statements
+        # are bound on the client and never prepared. Behind a transaction-mode pooler (PgBouncer < 1.21) set
+        # DB_PREPARED_STATEMENTS=0.
+        if env_bool("DB_PREPARED_STATEMENTS", True):
+            DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -246,6 +258,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.HasApiScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "agentwatch_site.negotiation.ContentNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "agentwatch_site.openapi.AgentWatchAutoSchema",
     "EXCEPTION_HANDLER": "agentwatch_site.errors.api_exception_handler",

@@ -6,22 +6,24 @@ from agentwatch_site import views
 from agentwatch_site.api_docs import DocsView, SchemaView
 from agentwatch_site.errors import api_not_found
 
+# No two patterns overlap, so the order is free: the telemetry endpoints (budget-check, ingest), called on every
+# LLM call, are tried first.
 api_patterns = [
+    path("", include("budgets.api_urls")),
+    path("", include("usage.api_urls")),
+    path("", include("tenants.api_urls")),
+    path("", include("tenants.webhook_api_urls")),
+    path("", include("usage.anomaly_api_urls")),
     # OpenAPI document and Swagger UI: public (no API key), before the catch-all below.
     path("schema", SchemaView.as_view(), name="api-schema"),
     path("docs", DocsView.as_view(), name="api-docs"),
-    path("", include("tenants.api_urls")),
-    path("", include("tenants.webhook_api_urls")),
-    path("", include("usage.api_urls")),
-    path("", include("usage.anomaly_api_urls")),
-    path("", include("budgets.api_urls")),
 ]
 
 urlpatterns = [
+    path("v1/", include(api_patterns)),
     path("healthz", views.healthz, name="healthz"),
     path("livez", views.livez, name="livez"),
     path("metrics", views.metrics, name="metrics"),
-    path("v1/", include(api_patterns)),
     # Unknown /v1 paths get the JSON envelope, never an HTML page or an APPEND_SLASH redirect.
     # csrf_exempt: a POST or DELETE to an unknown path must get this 404 too, not the CSRF failure page.
     re_path(r"^v1(?:/.*)?$", csrf_exempt(api_not_found)),

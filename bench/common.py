@@ -5,7 +5,7 @@ client for open-loop latency), percentile maths, and appending a section to benc
 Typical use:
     env = bench_env(DATABASE_URL=..., REDIS_URL=..., ROOT_URLCONF="bench.urls")
     with start_gunicorn(env, workers=3) as web, start_worker(env) as worker:
-        result = run_wrk(f"{web.url}/bench/bare", body=b"{}", duration=10)
+        result = run_wrk(f"{web.url}/v1/bench/bare", body=b"{}", duration=10)
 """
 
 import asyncio
@@ -206,6 +206,7 @@ def run_wrk_script(url: str, *, lua: str, duration: float = 10, connections: int
     )
 
 
+@dataclass
 class Sent:
     index: int
     started: float  # time.monotonic()
@@ -272,22 +273,28 @@ def paced_posts(url: str, *, rate: float, duration: float, body_for, headers: di
 
 # --- RESULTS.md -------------------------------------------------------------------------------------------------
 
-def ensure_database(database_url: str) -> None:
-    """Create the benchmark's PostgreSQL database if it does not exist yet."""
+def ensure_database(database_url: str, *, fresh: bool = False) -> None:
+    """Create the benchmark's PostgreSQL database if it does not exist yet; with `fresh`, drop it first (each run
+    then starts from empty tables: no earlier run's rows, dead tuples or pending autovacuum)."""
     import psycopg
 
     parts = urllib.parse.urlsplit(database_url)
     name = parts.path.lstrip("/")
     admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        if fresh:
+            if not name.endswith("_bench"):
+                raise SystemExit(f"refusing to drop {name!r}: benchmark databases are named *_bench")
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def setup_django(*, database_url: str, redis_url: str) -> None:
-    """Point this process at the benchmark's database and Redis, create and migrate the database."""
+def setup_django(*, database_url: str, redis_url: str, fresh: bool = False) -> None:
+    """Point this process at the benchmark's database and Redis, create (with `fresh`: re-create) and migrate
+    the database."""
     os.environ.update(bench_env(DATABASE_URL=database_url, REDIS_URL=redis_url))
-    ensure_database(database_url)
+    ensure_database(database_url, fresh=fresh)
     import django
 
     django.setup()

@@ -11,8 +11,10 @@ Figures on a shared 2-core machine are noisy: run it when nothing else is busy, 
 """
 
 import argparse
+import collections
 import datetime
 import http.client
+import itertools
 import json
 import os
 import shlex
@@ -47,8 +49,10 @@ TEAMS = ["payments-eng", "research", "platform", "growth", "infra"]
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL",
-                                                                 "postgres://postgres@127.0.0.1:5432/aw_ingest"))
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
+                                                                 "postgres://postgres@127.0.0.1:5432/aw_ingest_bench"),
+                        help="a database for the benchmark alone: unless --keep-data, it is dropped and re-created "
+                             "(only a database whose name ends in _bench)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/3"))
     parser.add_argument("--web-workers", type=int, default=3)
     parser.add_argument("--worker-concurrency", type=int, default=1)
@@ -58,6 +62,8 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--post-threads", type=int, default=3)
     parser.add_argument("--lag-duration", type=float, default=20)
+    parser.add_argument("--keep-data", action="store_true",
+                        help="reuse the database as earlier runs left it (default: drop and re-create it)")
     parser.add_argument("--write", action="store_true", help="write the figures into bench/RESULTS.md")
     return parser.parse_args()
 
@@ -95,7 +101,7 @@ def wait_drained(timeout: float = 600) -> float:
 def phase_single(args, web) -> dict:
     _, raw = new_tenant("single")
     body = json.dumps(SDK_EVENT).encode()
-    bare = run_wrk(f"{web.url}/bench/bare", body=body, duration=args.duration, connections=args.connections)
+    bare = run_wrk(f"{web.url}/v1/bench/bare", body=body, duration=args.duration, connections=args.connections)
     posted_before = _event_total()
     ingest = run_wrk(f"{web.url}/v1/ingest", body=body, headers={"Authorization": f"Bearer {raw}"},
                      duration=args.duration, connections=args.connections)
@@ -212,14 +218,27 @@ def phase_lag(args, web, rate: float) -> dict:
     tenant, raw = new_tenant("lag")
     sent_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}
+    unseen: collections.deque[str] = collections.deque()  # in the order sent
     stop = threading.Event()
 
     def poll():
-        last_id = 0
+        last_id, next_straggler_check = 0, 0.0
         try:
             while not stop.is_set():
                 rows = list(SessionState.objects.filter(tenant=tenant, id__gt=last_id, spent_usd__gt=0)
                             .order_by("id").values_list("id", "session_id"))
+                # Workers commit in any order, so a session row with a smaller id can appear after a larger one:
+                # four times a second, the oldest sessions sent over 0.5 s ago and not seen yet are looked up by
+                # id (a lag measured this way may read up to 0.25 s long; few are: only reordered commits).
+                while unseen and unseen[0] in seen_at:
+                    unseen.popleft()
+                now = time.monotonic()
+                if now >= next_straggler_check:
+                    next_straggler_check = now + 0.25
+                    late = [s for s in itertools.islice(unseen, 200) if s not in seen_at and now - sent_at[s] > 0.5]
+                    if late:
+                        rows += SessionState.objects.filter(tenant=tenant, session_id__in=late, spent_usd__gt=0
+                                                            ).values_list("id", "session_id")
                 now = time.monotonic()
                 for row_id, session_id in rows:
                     seen_at.setdefault(session_id, now)
@@ -228,6 +247,10 @@ def phase_lag(args, web, rate: float) -> dict:
         finally:
             connection.close()
 
+    def on_sent(i: int, started: float) -> None:
+        sent_at[f"lag-{i}"] = started
+        unseen.append(f"lag-{i}")
+
     def body_for(i: int) -> bytes:
         return json.dumps(dict(SDK_EVENT, session_id=f"lag-{i}", iteration_index=1)).encode()
 
@@ -235,7 +258,7 @@ def phase_lag(args, web, rate: float) -> dict:
     poller.start()
     results = paced_posts(f"{web.url}/v1/ingest", rate=rate, duration=args.lag_duration, body_for=body_for,
                           headers={"Authorization": f"Bearer {raw}"},
-                          on_sent=lambda i, started: sent_at.__setitem__(f"lag-{i}", started))
+                          on_sent=on_sent)
     accepted = {f"lag-{r.index}" for r in results if r.status == 202}
     deadline = time.monotonic() + 60
     while not accepted <= set(seen_at) and time.monotonic() < deadline:
@@ -254,37 +277,29 @@ def phase_lag(args, web, rate: float) -> dict:
 # --- Report -----------------------------------------------------------------------------------------------------
 
 NOTES = """
-### Where the time goes (cProfile, in-process against the same PostgreSQL)
+### Where the time goes (py-spy on gunicorn and Celery under this load, per-process CPU from /proc, cProfile)
 
-- Recording 10,000 events in one process: before, 27.7 s (~350 events/s), 25.7 s of it in Django's `bulk_update`
-  (a CASE WHEN per field and row); now ~3.6–5 s (~2,000–2,800 events/s at load average 3–6) with
-  `UPDATE … FROM unnest(one array per column)` (usage/services/bulk.py).
-- Storing one 500-event post: before, 770 ms wall / 210 ms CPU, mostly psycopg splitting an 11,000-placeholder
-  query and `get_db_prep_save` per value; now ~100 ms wall / 50 ms CPU with
-  `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`, one statement in autocommit (no BEGIN/COMMIT round
-  trips), rows built from the validated dicts (no model instances).
-- A trickle of single events: before, one recording transaction (≈ 12 statements) and one budget follow-up per
-  event; now, after a batch of fewer than 200 events, the worker waits 50 ms before claiming again
-  (usage/tasks.py), so they are recorded in batches; this adds at most 50 ms of lag.
-- Recording is now bound by PostgreSQL: the events UPDATE (70–230 ms per 1,000 rows under load) writes a new entry in
-  every one of usage_usageevent's 9 indexes, because `recorded_at` is in the predicate of the partial index of
-  unrecorded events and `team_id` is indexed, so no update is HOT; then the session upsert and update, and the
-  claim itself (`SELECT … FOR UPDATE SKIP LOCKED`).
-- A single-event post makes 3 PostgreSQL round trips (CONN_HEALTH_CHECKS' `SELECT 1`, the API-key lookup with its
-  tenant, the INSERT) and 3 Redis round trips (rate-limit INCR+EXPIRE pipeline, API-key touch flag, wake-up flag);
-  the bare view makes none. About 40 % of the request is the API-key lookup (ORM compile + query). On an
-  oversubscribed machine each blocking round trip also waits for a CPU, so the ratio to the bare view is worse
-  than the CPU ratio (~30 %).
-- Sequential single-event posts through gunicorn (one worker, no concurrency): p50 11 ms against 1.6 ms for the
-  bare view; through Django's WSGI handler in-process 5.4 ms. Django's RedisCache builds a new `redis.Redis`
-  client (≈ 170 response callbacks) for every cache call: ≈ 0.2 ms of CPU per Redis call.
-- Before these changes (09:30 UTC, load average ≈ 1.2, `--duration 5 --batches 20 --lag-duration 5`): (a) 183
-  requests/s against 1,910 for the bare view; (b) 662 events/s against 28,897 for COPY; (c) p99 1.6 s at 91/s.
-- Not done (outside the ingestion files): cache API-key → tenant lookups in-process for a few seconds
-  (tenants/selectors.py), turn CONN_HEALTH_CHECKS off (conn_max_age already recycles connections), send the three
-  Redis calls in one pipeline. Figures above were taken while other test suites and headless Chromium ran (load
-  average 6–10 on 2 cores: the bare view itself fell from 1,910 to 240–910 requests/s between runs), so they
-  are lower bounds; re-run on an idle machine.
+- (a) is CPU-bound: gunicorn, PostgreSQL, the recording worker, Redis and wrk share 2 cores. Per single-event
+  post: ≈ 1.0 ms of gunicorn CPU (bare view 0.5 ms), 0.2–0.5 ms of PostgreSQL (the INSERT, its commit, and the
+  recording), 0.3 ms of Celery worker (recording). Done this session: the INSERT is built once per model and
+  prepared, a single event travels as scalars (psycopg spent 24 % of the request dumping 20 one-element
+  arrays), no `SELECT 1` health check while the connection is healthy, leased rate-limit numbers, hiredis, and
+  recording no longer loads every earlier event of a session (a runaway session of N retries of one iteration
+  index made each batch O(N): 53 % of the worker's CPU in this benchmark). Left: the wake-up `SET NX` (one Redis
+  round trip per post; a local debounce can strand an event until the 5 s sweep) and Django + DRF per request.
+- (b) Recording: events are claimed (SKIP LOCKED), priced and written first, and the rows workers share — session
+  states, then roll-ups — are locked last, so two workers overlap instead of queueing on the roll-up rows;
+  batches of up to 5,000; the UPDATE and the iteration probe are prepared with binary arrays; JSON columns are
+  not loaded. Single process, in-process: ≈ 5,000 → ≈ 8,800 events/s. What remains is mostly the events UPDATE
+  (≈ 40 µs a row): no update is HOT because `recorded_at` is in the predicate of the unrecorded-events index and
+  `team_id` is indexed, so every recorded event writes a new entry in each of the table's 10 indexes (12 before:
+  the redundant tenant index is gone and the customer/feature indexes only hold events that carry those ids).
+  A queue table for pending events would make the update HOT-able (measured: 0.29 → 0.16 s per 10,000 rows with
+  the two indexes dropped); not done.
+- The claim used a bitmap scan that re-visits every dead entry of the unrecorded-events index until VACUUM
+  (71,695 of them after this benchmark: 11 ms per claim); it now walks the index, marking dead entries, 0.3 ms.
+- (c) Each post is a new session, so each event also inserts and updates a session row; at half of (a)'s rate
+  the machine is close to saturated and the lag varies from run to run (p99 0.36–0.87 s in isolated runs).
 """
 
 
@@ -327,7 +342,7 @@ def report(args, single, batches, lag) -> str:
 
 def main() -> None:
     args = parse_args()
-    setup_django(database_url=args.database_url, redis_url=args.redis_url)
+    setup_django(database_url=args.database_url, redis_url=args.redis_url, fresh=not args.keep_data)
     env = bench_env(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url, ROOT_URLCONF="bench.urls")
     print(f"pending before start: {pending_count()}", flush=True)
     with start_gunicorn(env, workers=args.web_workers, name="bench-web") as web, \

@@ -1,4 +1,5 @@
-"""URLs for benchmarks: the whole product plus a bare DRF view as the baseline (same gunicorn, same middleware).
+"""URLs for benchmarks: the whole product plus bare DRF views as baselines (same gunicorn, same middleware, and under
+/v1/ like the API, so the middleware treats them as it treats API requests).
 Selected with ROOT_URLCONF=bench.urls; never used in production."""
 
 from django.urls import include, path
@@ -28,8 +29,8 @@ class BareJsonApi(APIView):
 
 
 urlpatterns = [
-    path("bench/bare", BareIngestApi.as_view()),
-    path("bench/bare-json", BareJsonApi.as_view()),
+    path("v1/bench/bare", BareIngestApi.as_view()),
+    path("v1/bench/bare-json", BareJsonApi.as_view()),
     path("", include("agentwatch_site.urls")),
 ]
 

@@ -10,9 +10,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agentwatch_site.dates import tenant_month_days
+from agentwatch_site.db import fetch_one
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from tenants.models import Team, Tenant
-from usage.models import DailySpend, SessionState
+from usage.models import DailySpend, MonthlyTeamSpend, SessionState
 
 SPEND_FIELD = DecimalField(max_digits=20, decimal_places=10)
 ZERO = Decimal("0")
@@ -116,16 +117,18 @@ def _decimal(value, places: str) -> Decimal | None:
 
 @functools.cache
 def _check_sql() -> dict[str, str]:
-    """The two budget-check reads, written once from the models' table names. The ORM can build the same
-    queries (values() across team__budget plus the spend subquery), but compiling them costs more than running
-    them on this hot path. Table names come from the models, never from input; every value is a parameter."""
+    """The two budget-check reads, written once from the models' table names and prepared per connection
+    (agentwatch_site/db.py). The ORM can build the same queries (values() across team__budget plus the spend
+    subquery), but compiling them costs more than running them on this hot path. The month-to-date spend is one
+    MonthlyTeamSpend row (kept by the recorder with the daily roll-ups), not a sum over the month's daily rows.
+    Table names come from the models, never from input; every value is a parameter."""
     session, budget = SessionState._meta.db_table, TeamBudget._meta.db_table
-    team, daily = Team._meta.db_table, DailySpend._meta.db_table
-    spend = (f"(SELECT SUM(d.cost_usd) FROM {daily} d WHERE d.tenant_id = %s AND d.team_name = t.name "  # noqa: S608
-             f"AND d.day >= %s AND d.day < %s)")
+    team, monthly = Team._meta.db_table, MonthlyTeamSpend._meta.db_table
+    spend = (f"(SELECT m.cost_usd FROM {monthly} m "  # noqa: S608
+             f"WHERE m.tenant_id = %s AND m.month = %s AND m.team_name = t.name)")
     return {
         # The session (unique tenant + session id), its team's budget (LEFT JOINs on unique keys) and that team's
-        # month-to-date spend (the (tenant, team_name, day) index).
+        # month-to-date spend (the unique (tenant, month, team_name) index).
         "session": (
             f"SELECT s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, s.last_limit_usd, "  # noqa: S608
             f"t.name, b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, {spend} "
@@ -142,15 +145,9 @@ def _check_sql() -> dict[str, str]:
     }
 
 
-def _fetch_one(sql: str, params: list) -> tuple | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
-
-
 def _month_params(tenant: Tenant, now: datetime.datetime) -> list:
-    first, next_first = tenant_month_days(tenant, now)
-    return [tenant.pk, connection.ops.adapt_datefield_value(first), connection.ops.adapt_datefield_value(next_first)]
+    first, _next_first = tenant_month_days(tenant, now)
+    return [tenant.pk, connection.ops.adapt_datefield_value(first)]
 
 
 def _team_budget(name, budget, threshold, hard_stop, spend) -> dict:
@@ -161,14 +158,14 @@ def _team_budget(name, budget, threshold, hard_stop, spend) -> dict:
 def budget_for_check(*, tenant: Tenant, team_name: str, now: datetime.datetime | None = None) -> dict | None:
     """A team's budget and month-to-date spend as plain values, in one indexed query; None when the team is
     unknown or has no budget."""
-    row = _fetch_one(_check_sql()["team"], [*_month_params(tenant, now or timezone.now()), tenant.pk, team_name])
+    row = fetch_one(_check_sql()["team"], [*_month_params(tenant, now or timezone.now()), tenant.pk, team_name])
     return _team_budget(*row) if row is not None else None
 
 
 def _session_with_team_budget(tenant: Tenant, session_id: str, now: datetime.datetime) -> tuple[dict | None,
                                                                                               dict | None]:
     params = [connection.ops.adapt_datetimefield_value(now), *_month_params(tenant, now), tenant.pk, session_id]
-    row = _fetch_one(_check_sql()["session"], params)
+    row = fetch_one(_check_sql()["session"], params)
     if row is None:
         return None, None
     spent, active, last_limit, *team = row

@@ -38,10 +38,12 @@ def clear_cache() -> None:
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     from tenants.authentication import _touched_here
+    from tenants.ratelimit import rate_limit_leases_forget
     from tenants.selectors import api_key_cache_forget
 
     clear_cache()
     api_key_cache_forget()
+    rate_limit_leases_forget()
     _touched_here.clear()
     yield
 

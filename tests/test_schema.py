@@ -156,3 +156,16 @@ def test_served_schema_is_the_generated_one(client, db):
 
     generated = json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
     assert served_schema(client) == generated
+
+
+@pytest.mark.parametrize(("accept", "media_type"), [
+    ("application/json", "application/json"),
+    ("*/*", "application/vnd.oai.openapi"),
+    ("", "application/vnd.oai.openapi"),
+])
+def test_the_schema_is_served_in_the_format_asked_for(client, db, accept, media_type):
+    response = client.get("/v1/schema", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith(media_type)
+    if "json" in media_type:
+        assert response.json()["openapi"].startswith("3.")

@@ -8,13 +8,14 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from budgets.models import BudgetAuditLog, TeamBudget
 from tenants.models import Team
 from tests.factories import TeamFactory
-from usage.models import DailySpend
+from usage.models import DailySpend, MonthlyTeamSpend
 
 # The seed's curl -d body, byte for byte.
 SEED_BODY = """{
@@ -36,8 +37,11 @@ BUDGET_KEYS = {"team", "monthly_budget_usd", "alert_threshold_pct", "hard_stop",
 
 
 def spend(tenant, team_name: str, amount: str, day=None, model: str = "gpt-4o") -> None:
-    DailySpend.objects.create(tenant=tenant, day=day or timezone.now().date(), team_name=team_name,
-                              model=model, cost_usd=Decimal(amount))
+    """Spend as the recorder rolls it up: the day's row and the team's month total."""
+    day = day or timezone.now().date()
+    DailySpend.objects.create(tenant=tenant, day=day, team_name=team_name, model=model, cost_usd=Decimal(amount))
+    month, _ = MonthlyTeamSpend.objects.get_or_create(tenant=tenant, month=day.replace(day=1), team_name=team_name)
+    MonthlyTeamSpend.objects.filter(pk=month.pk).update(cost_usd=F("cost_usd") + Decimal(amount))
 
 
 def create(api, **fields):

