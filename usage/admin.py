@@ -1,6 +1,20 @@
 from django.contrib import admin
 
-from usage.models import Anomaly, DailySpend, ModelPrice, PurgeRun, SessionState, UsageEvent
+from usage.models import Anomaly, DailySpend, ModelPrice, MonthlyTeamSpend, PurgeRun, SessionState, UsageEvent
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Roll-ups are kept by the recording workers only: an edit or deletion here would make the month totals that
+    budget checks read (MonthlyTeamSpend) disagree with the days they sum (`manage.py rebuild_month_spend`)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ModelPrice)
@@ -34,12 +48,15 @@ class SessionStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(DailySpend)
-class DailySpendAdmin(admin.ModelAdmin):
+class DailySpendAdmin(ReadOnlyAdmin):
     list_display = ["day", "tenant", "team_name", "project", "model", "events", "cost_usd"]
     list_filter = ["day"]
 
-    def has_change_permission(self, request, obj=None):
-        return False
+
+@admin.register(MonthlyTeamSpend)
+class MonthlyTeamSpendAdmin(ReadOnlyAdmin):
+    list_display = ["month", "tenant", "team_name", "events", "cost_usd"]
+    list_filter = ["month"]
 
 
 @admin.register(Anomaly)

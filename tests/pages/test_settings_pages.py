@@ -140,6 +140,10 @@ def test_retention_shows_what_the_next_purge_removes(admin_client, tenant):
     html = admin_client.get("/settings/retention/").content.decode()
     assert '<strong id="expired-count">2</strong> events older than' in html
     assert "12 of your events deleted (older than 2026-08-27)" in html
+    PurgeRun.objects.create(started_at=now, finished_at=now, per_tenant={
+        "alice": {"events": 5, "webhook_deliveries": 3, "cutoff": "2026-08-28T00:00"}})
+    html = admin_client.get("/settings/retention/").content.decode()
+    assert "5 of your events and 3 webhook deliveries deleted (older than 2026-08-28)" in html
 
 
 def test_retention_days_are_validated_and_saved(admin_client, tenant, htmx):

@@ -269,3 +269,23 @@ def test_rebuild_month_spend_repairs_totals_that_missed_recorded_events(tenant):
     call_command("rebuild_month_spend", stdout=io.StringIO())
     assert {(m.month, m.team_name): (m.events, m.cost_usd) for m in MonthlyTeamSpend.objects.all()} == expected
     assert expected == _daily_month_totals(tenant)
+
+
+def test_the_django_admin_cannot_change_or_delete_spend_roll_ups(tenant, telemetry_api, recording):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from usage.models import MonthlyTeamSpend
+
+    assert telemetry_api.post("/v1/ingest", {"model": "gpt-4o", "prompt_tokens": 10, "team": "search"},
+                              format="json").status_code == 202
+    recording()
+    get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123456")
+    client = Client()
+    client.login(username="root", password="pw-root-123456")
+    day, month = DailySpend.objects.get(), MonthlyTeamSpend.objects.get()
+    for model, row in (("dailyspend", day), ("monthlyteamspend", month)):
+        assert client.get(f"/admin/usage/{model}/").status_code == 200  # visible
+        assert client.post(f"/admin/usage/{model}/{row.pk}/delete/", {"post": "yes"}).status_code == 403
+        assert client.get(f"/admin/usage/{model}/add/").status_code == 403
+    assert DailySpend.objects.count() == 1 and MonthlyTeamSpend.objects.count() == 1

@@ -136,3 +136,32 @@ def test_the_purge_also_deletes_idle_session_states(tenant, telemetry_api, recor
     output = purge()
     assert not SessionState.objects.exists()
     assert "1 idle session states" in output
+
+
+def test_the_purge_deletes_finished_webhook_deliveries_past_retention(tenant, other_tenant, db):
+    from tenants.models import WebhookDelivery, WebhookEndpoint
+
+    tenant.retention_days = 30
+    tenant.save()
+
+    def delivery(owner, event_id, age_days, status):
+        endpoint, _ = WebhookEndpoint.objects.get_or_create(tenant=owner, url="https://example.com/h",
+                                                            defaults={"secret": "s", "event_types": ["test"]})
+        made = WebhookDelivery.objects.create(tenant=owner, endpoint=endpoint, event_id=event_id, event_type="test",
+                                              payload={"n": event_id}, status=status)
+        # created_at is auto_now_add: age it afterwards.
+        WebhookDelivery.objects.filter(pk=made.pk).update(created_at=timezone.now() - datetime.timedelta(days=age_days))
+
+    delivery(tenant, "old-ok", 45, "succeeded")
+    delivery(tenant, "old-failed", 31, "failed")
+    delivery(tenant, "old-pending", 45, "pending")  # still being retried: left alone
+    delivery(tenant, "recent", 29, "succeeded")
+    delivery(other_tenant, "other-old", 45, "succeeded")  # bob keeps 90 days
+
+    assert "webhook_deliveries=2" in purge("--dry-run")
+    assert WebhookDelivery.objects.count() == 5
+    purge()
+    left = set(WebhookDelivery.objects.values_list("event_id", flat=True))
+    assert left == {"old-pending", "recent", "other-old"}
+    run = PurgeRun.objects.filter(dry_run=False).get()
+    assert run.per_tenant["alice"]["webhook_deliveries"] == 2 and run.per_tenant["bob"]["webhook_deliveries"] == 0

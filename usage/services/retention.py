@@ -2,8 +2,9 @@
 
 Each batch is one short autocommitted DELETE of at most `batch_size` rows, so no long lock and no long
 transaction; ingestion and recording go on meanwhile. Roll-ups (daily, hourly), alerts and anomalies are kept,
-so spend history survives. Session states idle past their expiry are deleted too. One purge at a time: a lock
-in the shared cache (Redis in production), refreshed between batches.
+so spend history survives. Session states idle past their expiry are deleted too, and so are finished webhook
+deliveries (their payloads) older than the tenant's retention; pending ones are left to the retry loop. One purge
+at a time: a lock in the shared cache (Redis in production), refreshed between batches.
 """
 
 import datetime
@@ -19,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentwatch_site.errors import Conflict, ServiceUnavailable
-from tenants.models import Tenant
+from tenants.models import Tenant, WebhookDelivery
 from usage.models import PurgeRun, SessionState, UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -87,12 +88,14 @@ def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
             else:
                 deleted = _delete_expired_events(tenant, cutoff, batch_size=batch_size, pause_ratio=pause_ratio,
                                                  refresh=refresh, progress=progress)
-            run.per_tenant[tenant.slug] = {"events": deleted, "cutoff": cutoff.isoformat()}
+            deliveries = _delete_old_deliveries(tenant, cutoff, batch_size=batch_size, dry_run=dry_run)
+            run.per_tenant[tenant.slug] = {"events": deleted, "webhook_deliveries": deliveries,
+                                           "cutoff": cutoff.isoformat()}
             run.events_deleted += deleted
-            if deleted:
+            if deleted or deliveries:
                 verb = "would delete" if dry_run else "deleted"
-                _say(progress, f"tenant={tenant.slug} {verb} events={deleted} older_than={cutoff:%Y-%m-%d %H:%M} "
-                               f"seconds={time.monotonic() - started:.2f}")
+                _say(progress, f"tenant={tenant.slug} {verb} events={deleted} webhook_deliveries={deliveries} "
+                               f"older_than={cutoff:%Y-%m-%d %H:%M} seconds={time.monotonic() - started:.2f}")
             run.save(update_fields=["per_tenant", "events_deleted"])
         run.sessions_deleted = session_states_expire(now=now, dry_run=dry_run, batch_size=batch_size)
         run.finished_at = timezone.now()
@@ -159,6 +162,20 @@ def _delete_expired_events(tenant: Tenant, cutoff: datetime.datetime, *, batch_s
         if progress and time.monotonic() - last_report >= 5:
             last_report = time.monotonic()
             _say(progress, f"tenant={tenant.slug} deleted so far events={deleted} up_to={after[0]:%Y-%m-%d %H:%M}")
+
+
+def _delete_old_deliveries(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int, dry_run: bool) -> int:
+    """Finished webhook deliveries created before the cutoff, in batches (a tenant has few: one per alert or
+    anomaly per endpoint)."""
+    old = WebhookDelivery.objects.for_tenant(tenant).filter(created_at__lt=cutoff).exclude(
+        status=WebhookDelivery.Status.PENDING)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while ids := list(old.order_by("created_at", "id").values_list("id", flat=True)[:batch_size]):
+        count, _ = WebhookDelivery.objects.filter(pk__in=ids).delete()
+        deleted += count
+    return deleted
 
 
 def session_states_expire(*, now: datetime.datetime | None = None, dry_run: bool = False,

@@ -5,9 +5,9 @@ from usage.services.retention import PURGE_BATCH_SIZE, PURGE_PAUSE_RATIO, purge_
 
 
 class Command(BaseCommand):
-    help = ("Delete usage events older than each tenant's retention_days, in bounded batches, and session states "
-            "idle for 24 hours. Daily roll-ups, alerts and anomalies are kept. Exits non-zero (and changes "
-            "nothing) if another purge is running.")
+    help = ("Delete usage events and finished webhook deliveries older than each tenant's retention_days, in "
+            "bounded batches, and session states idle for 24 hours. Daily roll-ups, alerts and anomalies are kept. "
+            "Exits non-zero (and changes nothing) if another purge is running.")
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
@@ -30,4 +30,5 @@ class Command(BaseCommand):
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(f"{verb} {run.events_deleted} events and {run.sessions_deleted} idle session states.")
         for slug, row in sorted(run.per_tenant.items()):
-            self.stdout.write(f"  {slug}: {row['events']} events older than {row['cutoff'][:10]}")
+            self.stdout.write(f"  {slug}: {row['events']} events and {row.get('webhook_deliveries', 0)} webhook "
+                              f"deliveries older than {row['cutoff'][:10]}")
