@@ -40,9 +40,11 @@ def _fresh_cache():
     from tenants.authentication import _touched_here
     from tenants.ratelimit import rate_limit_leases_forget
     from tenants.selectors import api_key_cache_forget
+    from usage.services.ingest import recorder_wake_forget
 
     clear_cache()
     api_key_cache_forget()
+    recorder_wake_forget()
     rate_limit_leases_forget()
     _touched_here.clear()
     yield

@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.db import OperationalError
 
 from agentwatch_site.metrics import EVENTS_RECORDED
-from usage.services.ingest import WAKE_KEY
+from usage.services.ingest import WAKE_KEY, WAKE_SKIP_SECONDS
 from usage.services.recording import RecordResult, events_record_pending
 
 logger = logging.getLogger(__name__)
@@ -17,6 +17,10 @@ RECORD_LOOP_SECONDS = 60
 # batches (one transaction and one set of roll-up statements for many events) at the cost of a little lag.
 RECORD_COALESCE_SECONDS = 0.05
 SMALL_BATCH = 200
+# A woken run keeps claiming for at least this long after it cleared the wake flag, empty claims included: a web
+# process that saw the flag set skips its own wake-ups for WAKE_SKIP_SECONDS (shorter), and relies on this run's
+# last claim coming after its events' commit (usage.services.ingest.recorder_wake).
+RECORD_LINGER_SECONDS = 0.25
 
 
 def _dispatch_followups(result: RecordResult) -> None:
@@ -37,11 +41,17 @@ def _dispatch_followups(result: RecordResult) -> None:
         logger.exception("could not dispatch anomaly webhooks")
 
 
-def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS) -> int:
-    """Record pending events batch by batch until none is left (or time is up: the next wake-up goes on)."""
-    deadline = time.monotonic() + max_seconds
+assert WAKE_SKIP_SECONDS < RECORD_LINGER_SECONDS, "a skipped wake-up must fall inside the run's linger"
+
+
+def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float = 0.0) -> int:
+    """Record pending events batch by batch until none is left (or time is up: the next wake-up goes on).
+    With `linger`, an empty claim ends the run only if it started at least that long after the run did."""
+    started = time.monotonic()
+    deadline = started + max_seconds
+    eager = settings.CELERY_TASK_ALWAYS_EAGER
     total = 0
-    while time.monotonic() < deadline:
+    while (claim_started := time.monotonic()) < deadline:
         try:
             result = events_record_pending()
         except OperationalError as exc:
@@ -50,23 +60,27 @@ def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS) -> int:
             time.sleep(0.05)
             continue
         if not result.recorded:
-            break
+            if eager or claim_started - started >= linger:
+                break
+            time.sleep(RECORD_COALESCE_SECONDS)
+            continue
         total += result.recorded
         EVENTS_RECORDED.inc(result.recorded)
         _dispatch_followups(result)
-        if result.recorded < SMALL_BATCH and not settings.CELERY_TASK_ALWAYS_EAGER:
+        if result.recorded < SMALL_BATCH and not eager:
             time.sleep(RECORD_COALESCE_SECONDS)
     return total
 
 
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240, ignore_result=True)
 def record_pending_events() -> int:
-    """Woken by ingestion. Clears the wake flag first, so any event committed after this point wakes another."""
+    """Woken by ingestion. Clears the wake flag first, so any event committed after this point wakes another,
+    or (a post that skipped its wake-up, having seen the flag) is claimed by this run before it ends."""
     try:
         cache.delete(WAKE_KEY)
     except Exception as exc:
         logger.warning("could not clear the wake flag error=%s", type(exc).__name__)
-    return record_until_done()
+    return record_until_done(linger=RECORD_LINGER_SECONDS)
 
 
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240, ignore_result=True)

@@ -289,3 +289,91 @@ def test_the_django_admin_cannot_change_or_delete_spend_roll_ups(tenant, telemet
         assert client.post(f"/admin/usage/{model}/{row.pk}/delete/", {"post": "yes"}).status_code == 403
         assert client.get(f"/admin/usage/{model}/add/").status_code == 403
     assert DailySpend.objects.count() == 1 and MonthlyTeamSpend.objects.count() == 1
+
+
+# --- Wake-ups --------------------------------------------------------------------------------------------------
+
+class CountingCache:
+    """The configuration's real cache, counting the wake flag requests that reach it."""
+
+    def __init__(self, real):
+        self.real, self.adds = real, 0
+
+    def add(self, *args, **kwargs):
+        self.adds += 1
+        return self.real.add(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        return self.real.delete(*args, **kwargs)
+
+
+def test_a_process_that_saw_the_wake_flag_does_not_ask_again_for_a_moment(monkeypatch, settings):
+    from django.core.cache import cache
+
+    from usage import tasks
+    from usage.services import ingest as ingest_module
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # a worker process records (the production configuration)
+    counting = CountingCache(cache)
+    monkeypatch.setattr(ingest_module, "cache", counting)
+    queued = []
+    monkeypatch.setattr(tasks.record_pending_events, "delay", lambda: queued.append(1))
+    clock = [1000.0]
+    monkeypatch.setattr(ingest_module, "_clock", lambda: clock[0])
+
+    for _ in range(3):
+        ingest_module.recorder_wake()
+    assert (counting.adds, len(queued)) == (1, 1)  # flag set and one run queued; the next two posts skip Redis
+    clock[0] += ingest_module.WAKE_SKIP_SECONDS
+    ingest_module.recorder_wake()
+    assert (counting.adds, len(queued)) == (2, 1)  # asked again: the flag is still set, so no second run
+    cache.delete(ingest_module.WAKE_KEY)  # what a starting run does
+    clock[0] += ingest_module.WAKE_SKIP_SECONDS
+    ingest_module.recorder_wake()
+    assert (counting.adds, len(queued)) == (3, 2)
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # in-process recording: every post asks (and records its events)
+    for _ in range(3):
+        cache.delete(ingest_module.WAKE_KEY)  # what the eager run does
+        ingest_module.recorder_wake()
+    assert (counting.adds, len(queued)) == (6, 5)
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_a_woken_run_records_events_committed_while_it_lingers(tenant):
+    """A post that skipped its wake-up commits within WAKE_SKIP_SECONDS of the run clearing the flag: the run
+    must still be claiming then, or the event would wait for the next wake-up or the sweep."""
+    from usage.services.ingest import WAKE_SKIP_SECONDS
+    from usage.tasks import RECORD_LINGER_SECONDS, record_until_done
+
+    results = []
+
+    def run():
+        try:
+            results.append(record_until_done(linger=RECORD_LINGER_SECONDS))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(WAKE_SKIP_SECONDS)  # the run found nothing yet
+    ingest(tenant, events_for(3))
+    thread.join(timeout=30)
+    assert results == [3]
+    assert not UsageEvent.objects.filter(recorded_at__isnull=True).exists()
+
+
+@requires_production
+def test_a_burst_of_posts_is_recorded_promptly_with_few_wake_up_requests(tenant, telemetry_api, recording,
+                                                                          monkeypatch):
+    from usage.services import ingest as ingest_module
+
+    counting = CountingCache(ingest_module.cache)
+    monkeypatch.setattr(ingest_module, "cache", counting)
+    for n in range(40):
+        response = telemetry_api.post("/v1/ingest", dict(SDK_EVENT, iteration_index=n), format="json")
+        assert response.status_code == 202
+    assert counting.adds < 40
+    recording(timeout=5)  # no beat runs in the tests: a stranded event would never be recorded
+    assert SessionState.objects.get(tenant=tenant).events == 40

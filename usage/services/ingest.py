@@ -9,6 +9,7 @@ import datetime
 import json
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 WAKE_KEY = "ingest:wake"
 WAKE_TTL_SECONDS = 5
+# A process that saw the wake flag set knows a recording run is queued or starting: for this long after, its
+# posts skip the Redis round trip. Safe because a run lingers longer (usage.tasks.RECORD_LINGER_SECONDS).
+WAKE_SKIP_SECONDS = 0.1
 
 
 def _reject_constant(name: str):
@@ -240,17 +244,33 @@ def event_batch_ingest(*, tenant: Tenant, events: list[dict], received_at: datet
     return event_ids
 
 
+# When this process last saw the wake flag set (by itself or another), by its clock taken before asking Redis.
+_run_known_at = float("-inf")
+_clock = time.monotonic
+
+
 def recorder_wake() -> None:
     """Ask a worker to record pending events, at most one queued wake-up at a time (the worker clears the
     flag before it starts claiming, so nothing committed before that is missed). Never raises: with Redis down
-    the beat sweep records the events instead."""
+    the beat sweep records the events instead.
+
+    One Redis round trip per post was a tenth of the request's cost under load, so a process that saw the flag
+    set less than WAKE_SKIP_SECONDS ago does not ask again: the run that flag announces clears it after that
+    moment and then keeps claiming for RECORD_LINGER_SECONDS (longer), so its last claim comes after this
+    event's commit and records it."""
+    global _run_known_at
     from usage.tasks import record_pending_events
 
+    eager = settings.CELERY_TASK_ALWAYS_EAGER
+    asked = _clock()
+    if not eager and asked - _run_known_at < WAKE_SKIP_SECONDS:
+        return
     flagged = False
     try:
         flagged = cache.add(WAKE_KEY, 1, timeout=WAKE_TTL_SECONDS)
         if flagged:
             record_pending_events.delay()
+        _run_known_at = asked
     except Exception as exc:
         logger.warning("could not wake the recorder; the sweep will record the events error=%s",
                        type(exc).__name__)
@@ -260,3 +280,9 @@ def recorder_wake() -> None:
                 cache.delete(WAKE_KEY)
             except Exception:
                 logger.debug("could not clear the wake flag")
+
+
+def recorder_wake_forget() -> None:
+    """Forget the flag this process saw (tests: each starts with an empty cache and a new worker)."""
+    global _run_known_at
+    _run_known_at = float("-inf")
