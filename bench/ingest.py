@@ -285,8 +285,12 @@ NOTES = """
   prepared, a single event travels as scalars (psycopg spent 24 % of the request dumping 20 one-element
   arrays), no `SELECT 1` health check while the connection is healthy, leased rate-limit numbers, hiredis, and
   recording no longer loads every earlier event of a session (a runaway session of N retries of one iteration
-  index made each batch O(N): 53 % of the worker's CPU in this benchmark). Left: the wake-up `SET NX` (one Redis
-  round trip per post; a local debounce can strand an event until the 5 s sweep) and Django + DRF per request.
+  index made each batch O(N): 53 % of the worker's CPU in this benchmark), and the wake-up `SET NX` is skipped
+  for 0.1 s by a process that saw a run queued (woken runs linger 0.25 s to claim those events; Redis CPU per
+  post 0.05 → 0.013 ms). Measured in-process through the WSGI handler (no gunicorn): 0.28 ms of CPU for the
+  bare view, 0.82 ms for a single-event post, of which the INSERT's round trip is ≈ 0.2 ms (psycopg send,
+  poll, receive) and validation 0.02 ms; gunicorn adds ≈ 0.3 ms to both. What is left is Django + DRF per
+  request and the round trip itself: the target needs about 0.3 ms less per post than that.
 - (b) Recording: events are claimed (SKIP LOCKED), priced and written first, and the rows workers share — session
   states, then roll-ups — are locked last, so two workers overlap instead of queueing on the roll-up rows;
   batches of up to 5,000; the UPDATE and the iteration probe are prepared with binary arrays; JSON columns are
