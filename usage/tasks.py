@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 RECORD_LOOP_SECONDS = 60
 # After a small batch, wait this long before claiming again: a trickle of single-event posts is then recorded in
 # batches (one transaction and one set of roll-up statements for many events) at the cost of a little lag.
-RECORD_COALESCE_SECONDS = 0.05
+RECORD_COALESCE_SECONDS = 0.1
 SMALL_BATCH = 200
 # A woken run keeps claiming for at least this long after it cleared the wake flag, empty claims included: a web
 # process that saw the flag set skips its own wake-ups for WAKE_SKIP_SECONDS (shorter), and relies on this run's
