@@ -50,12 +50,14 @@ class SessionStateAdmin(admin.ModelAdmin):
 @admin.register(DailySpend)
 class DailySpendAdmin(ReadOnlyAdmin):
     list_display = ["day", "tenant", "team_name", "project", "model", "events", "cost_usd"]
+    list_select_related = ["tenant"]
     list_filter = ["day"]
 
 
 @admin.register(MonthlyTeamSpend)
 class MonthlyTeamSpendAdmin(ReadOnlyAdmin):
     list_display = ["month", "tenant", "team_name", "events", "cost_usd"]
+    list_select_related = ["tenant"]
     list_filter = ["month"]
 
 

@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.db import OperationalError
 
 from agentwatch_site.metrics import EVENTS_RECORDED
-from usage.services.ingest import WAKE_KEY, WAKE_SKIP_SECONDS
+from usage.services.ingest import WAKE_KEY, WAKE_SKIP_SECONDS, WAKE_TTL_SECONDS
 from usage.services.recording import RecordResult, events_record_pending
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,20 @@ def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float
         _dispatch_followups(result)
         if result.recorded < SMALL_BATCH and not eager:
             time.sleep(RECORD_COALESCE_SECONDS)
+    else:
+        # Out of time with events still coming: the run has not made the last claim that posts which skipped
+        # their wake-up rely on, so it queues the next run itself.
+        _wake_next_run()
     return total
+
+
+def _wake_next_run() -> None:
+    try:
+        if cache.add(WAKE_KEY, 1, timeout=WAKE_TTL_SECONDS):
+            record_pending_events.delay()
+    except Exception as exc:
+        logger.warning("could not queue the next recording run; the sweep will record the events error=%s",
+                       type(exc).__name__)
 
 
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240, ignore_result=True)

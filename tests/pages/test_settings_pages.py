@@ -144,6 +144,10 @@ def test_retention_shows_what_the_next_purge_removes(admin_client, tenant):
         "alice": {"events": 5, "webhook_deliveries": 3, "cutoff": "2026-08-28T00:00"}})
     html = admin_client.get("/settings/retention/").content.decode()
     assert "5 of your events and 3 webhook deliveries deleted (older than 2026-08-28)" in html
+    PurgeRun.objects.create(started_at=now + datetime.timedelta(seconds=1), finished_at=now, per_tenant={
+        "alice": {"events": 0, "webhook_deliveries": 1, "cutoff": "2026-08-29T00:00"}})
+    html = admin_client.get("/settings/retention/").content.decode()
+    assert "0 of your events and 1 webhook delivery deleted (older than 2026-08-29)" in html
 
 
 def test_retention_days_are_validated_and_saved(admin_client, tenant, htmx):

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 import time_machine
@@ -307,36 +308,75 @@ class CountingCache:
         return self.real.delete(*args, **kwargs)
 
 
-def test_a_process_that_saw_the_wake_flag_does_not_ask_again_for_a_moment(monkeypatch, settings):
+@pytest.fixture
+def wake_probe(monkeypatch, settings):
+    """recorder_wake with a worker process recording (the production configuration's path), counting the flag
+    requests that reach the real cache and the runs queued (not sent: no worker in these tests), on a clock
+    the test moves."""
     from django.core.cache import cache
 
     from usage import tasks
     from usage.services import ingest as ingest_module
 
-    settings.CELERY_TASK_ALWAYS_EAGER = False  # a worker process records (the production configuration)
-    counting = CountingCache(cache)
-    monkeypatch.setattr(ingest_module, "cache", counting)
-    queued = []
-    monkeypatch.setattr(tasks.record_pending_events, "delay", lambda: queued.append(1))
-    clock = [1000.0]
-    monkeypatch.setattr(ingest_module, "_clock", lambda: clock[0])
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    probe = SimpleNamespace(cache=CountingCache(cache), queued=[], clock=[1000.0], module=ingest_module)
+    monkeypatch.setattr(ingest_module, "cache", probe.cache)
+    monkeypatch.setattr(tasks, "cache", probe.cache)
+    monkeypatch.setattr(tasks.record_pending_events, "delay", lambda: probe.queued.append(1))
+    monkeypatch.setattr(ingest_module, "_clock", lambda: probe.clock[0])
+    return probe
 
+
+def test_a_process_that_saw_the_wake_flag_does_not_ask_again_for_a_moment(wake_probe, settings):
+    from django.core.cache import cache
+
+    wake, module = wake_probe.module.recorder_wake, wake_probe.module
     for _ in range(3):
-        ingest_module.recorder_wake()
-    assert (counting.adds, len(queued)) == (1, 1)  # flag set and one run queued; the next two posts skip Redis
-    clock[0] += ingest_module.WAKE_SKIP_SECONDS
-    ingest_module.recorder_wake()
-    assert (counting.adds, len(queued)) == (2, 1)  # asked again: the flag is still set, so no second run
-    cache.delete(ingest_module.WAKE_KEY)  # what a starting run does
-    clock[0] += ingest_module.WAKE_SKIP_SECONDS
-    ingest_module.recorder_wake()
-    assert (counting.adds, len(queued)) == (3, 2)
+        wake()
+    assert (wake_probe.cache.adds, len(wake_probe.queued)) == (1, 1)  # one run queued; two posts skip Redis
+    wake_probe.clock[0] += module.WAKE_SKIP_SECONDS
+    wake()
+    assert (wake_probe.cache.adds, len(wake_probe.queued)) == (2, 1)  # asked again: still queued, no second run
+    cache.delete(module.WAKE_KEY)  # what a starting run does
+    wake_probe.clock[0] += module.WAKE_SKIP_SECONDS
+    wake()
+    assert (wake_probe.cache.adds, len(wake_probe.queued)) == (3, 2)
 
     settings.CELERY_TASK_ALWAYS_EAGER = True  # in-process recording: every post asks (and records its events)
     for _ in range(3):
-        cache.delete(ingest_module.WAKE_KEY)  # what the eager run does
-        ingest_module.recorder_wake()
-    assert (counting.adds, len(queued)) == (6, 5)
+        cache.delete(module.WAKE_KEY)  # what the eager run does
+        wake()
+    assert (wake_probe.cache.adds, len(wake_probe.queued)) == (6, 5)
+
+
+def test_a_flag_set_by_another_process_also_counts_as_a_queued_run(wake_probe):
+    from django.core.cache import cache
+
+    module = wake_probe.module
+    cache.add(module.WAKE_KEY, 1)  # another web process queued a run
+    module.recorder_wake()
+    module.recorder_wake()
+    assert (wake_probe.cache.adds, wake_probe.queued) == (1, [])
+
+
+def test_a_failed_wake_up_is_retried_by_the_next_post(wake_probe, monkeypatch):
+    module = wake_probe.module
+
+    def unreachable(*args, **kwargs):
+        wake_probe.cache.adds += 1
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(wake_probe.cache, "add", unreachable)
+    module.recorder_wake()  # logged, never raised
+    module.recorder_wake()  # nothing was learned: asks again
+    assert (wake_probe.cache.adds, wake_probe.queued) == (2, [])
+
+
+def test_a_run_out_of_time_queues_the_next_run_itself(wake_probe):
+    from usage.tasks import record_until_done
+
+    assert record_until_done(max_seconds=0) == 0
+    assert wake_probe.queued == [1]
 
 
 @requires_production
@@ -345,19 +385,18 @@ def test_a_woken_run_records_events_committed_while_it_lingers(tenant):
     """A post that skipped its wake-up commits within WAKE_SKIP_SECONDS of the run clearing the flag: the run
     must still be claiming then, or the event would wait for the next wake-up or the sweep."""
     from usage.services.ingest import WAKE_SKIP_SECONDS
-    from usage.tasks import RECORD_LINGER_SECONDS, record_until_done
 
     results = []
 
     def run():
         try:
-            results.append(record_until_done(linger=RECORD_LINGER_SECONDS))
+            results.append(record_pending_events.run())
         finally:
             connection.close()
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(WAKE_SKIP_SECONDS)  # the run found nothing yet
+    time.sleep(WAKE_SKIP_SECONDS * 1.5)  # the run's first claims found nothing
     ingest(tenant, events_for(3))
     thread.join(timeout=30)
     assert results == [3]
@@ -365,15 +404,9 @@ def test_a_woken_run_records_events_committed_while_it_lingers(tenant):
 
 
 @requires_production
-def test_a_burst_of_posts_is_recorded_promptly_with_few_wake_up_requests(tenant, telemetry_api, recording,
-                                                                          monkeypatch):
-    from usage.services import ingest as ingest_module
-
-    counting = CountingCache(ingest_module.cache)
-    monkeypatch.setattr(ingest_module, "cache", counting)
+def test_a_burst_of_posts_is_recorded_promptly(tenant, telemetry_api, recording):
     for n in range(40):
         response = telemetry_api.post("/v1/ingest", dict(SDK_EVENT, iteration_index=n), format="json")
         assert response.status_code == 202
-    assert counting.adds < 40
     recording(timeout=5)  # no beat runs in the tests: a stranded event would never be recorded
     assert SessionState.objects.get(tenant=tenant).events == 40

@@ -257,7 +257,9 @@ def recorder_wake() -> None:
     One Redis round trip per post was a tenth of the request's cost under load, so a process that saw the flag
     set less than WAKE_SKIP_SECONDS ago does not ask again: the run that flag announces clears it after that
     moment and then keeps claiming for RECORD_LINGER_SECONDS (longer), so its last claim comes after this
-    event's commit and records it."""
+    event's commit and records it; a run that runs out of time queues the next one itself. One case is left to
+    the beat sweep (5 s): the process that set the flag failed to publish the task (a broker outage) while
+    others saw the flag."""
     global _run_known_at
     from usage.tasks import record_pending_events
 

@@ -88,7 +88,8 @@ def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
             else:
                 deleted = _delete_expired_events(tenant, cutoff, batch_size=batch_size, pause_ratio=pause_ratio,
                                                  refresh=refresh, progress=progress)
-            deliveries = _delete_old_deliveries(tenant, cutoff, batch_size=batch_size, dry_run=dry_run)
+            deliveries = _delete_old_deliveries(tenant, cutoff, batch_size=batch_size, dry_run=dry_run,
+                                                refresh=refresh)
             run.per_tenant[tenant.slug] = {"events": deleted, "webhook_deliveries": deliveries,
                                            "cutoff": cutoff.isoformat()}
             run.events_deleted += deleted
@@ -100,8 +101,9 @@ def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
         run.sessions_deleted = session_states_expire(now=now, dry_run=dry_run, batch_size=batch_size)
         run.finished_at = timezone.now()
         run.save(update_fields=["sessions_deleted", "finished_at"])
+    deliveries = sum(row.get("webhook_deliveries", 0) for row in run.per_tenant.values())
     _say(progress, f"purge {'dry run ' if dry_run else ''}done events={run.events_deleted} "
-                   f"sessions={run.sessions_deleted} tenants={len(run.per_tenant)}")
+                   f"sessions={run.sessions_deleted} webhook_deliveries={deliveries} tenants={len(run.per_tenant)}")
     return run
 
 
@@ -164,17 +166,19 @@ def _delete_expired_events(tenant: Tenant, cutoff: datetime.datetime, *, batch_s
             _say(progress, f"tenant={tenant.slug} deleted so far events={deleted} up_to={after[0]:%Y-%m-%d %H:%M}")
 
 
-def _delete_old_deliveries(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int, dry_run: bool) -> int:
-    """Finished webhook deliveries created before the cutoff, in batches (a tenant has few: one per alert or
-    anomaly per endpoint)."""
+def _delete_old_deliveries(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int, dry_run: bool,
+                           refresh: Callable[[], None]) -> int:
+    """Finished webhook deliveries created before the cutoff, in batches walking the primary key (each batch
+    starts where the last one ended), refreshing the purge lock after each."""
     old = WebhookDelivery.objects.for_tenant(tenant).filter(created_at__lt=cutoff).exclude(
         status=WebhookDelivery.Status.PENDING)
     if dry_run:
         return old.count()
-    deleted = 0
-    while ids := list(old.order_by("created_at", "id").values_list("id", flat=True)[:batch_size]):
+    deleted, after = 0, 0
+    while ids := list(old.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:batch_size]):
         count, _ = WebhookDelivery.objects.filter(pk__in=ids).delete()
-        deleted += count
+        deleted, after = deleted + count, ids[-1]
+        refresh()
     return deleted
 
 
