@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from agentwatch_site.admin import ReadOnlyAdmin
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 
 
@@ -34,18 +35,9 @@ class BudgetAlertAdmin(admin.ModelAdmin):
 
 
 @admin.register(BudgetAuditLog)
-class BudgetAuditLogAdmin(admin.ModelAdmin):
+class BudgetAuditLogAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "tenant", "team_name", "action", "actor_label"]
     list_select_related = ["tenant"]
     list_filter = ["action"]
     search_fields = ["team_name", "actor_label"]
     readonly_fields = [f.name for f in BudgetAuditLog._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -1,20 +1,7 @@
 from django.contrib import admin
 
+from agentwatch_site.admin import ReadOnlyAdmin
 from usage.models import Anomaly, DailySpend, ModelPrice, MonthlyTeamSpend, PurgeRun, SessionState, UsageEvent
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Roll-ups are kept by the recording workers only: an edit or deletion here would make the month totals that
-    budget checks read (MonthlyTeamSpend) disagree with the days they sum (`manage.py rebuild_month_spend`)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ModelPrice)

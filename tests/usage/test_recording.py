@@ -290,6 +290,7 @@ def test_the_django_admin_cannot_change_or_delete_spend_roll_ups(tenant, telemet
         assert client.post(f"/admin/usage/{model}/{row.pk}/delete/", {"post": "yes"}).status_code == 403
         assert client.get(f"/admin/usage/{model}/add/").status_code == 403
     assert DailySpend.objects.count() == 1 and MonthlyTeamSpend.objects.count() == 1
+    assert client.get("/admin/budgets/budgetauditlog/add/").status_code == 403  # the audit log is read-only too
 
 
 # --- Wake-ups --------------------------------------------------------------------------------------------------
