@@ -3,13 +3,15 @@
 Services raise ApiError (or a subclass); only this module turns errors into responses.
 """
 
+import json
 import logging
 
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
 
 from agentwatch_site.logging import request_id_var
 
@@ -140,34 +142,54 @@ def _from_drf(exc: drf_exceptions.APIException) -> ApiError:
     return ApiError(str(exc.detail), code=str(exc.default_code), status=exc.status_code)
 
 
-def api_exception_handler(exc, context):
-    """DRF EXCEPTION_HANDLER: every error of every /v1 view leaves through here."""
+def api_error(exc: Exception) -> ApiError:
+    """Any exception raised while serving a /v1 request, as the ApiError the client is shown (unexpected ones
+    logged with their traceback, a database outage as 503)."""
+    if isinstance(exc, ApiError):
+        return exc
     if isinstance(exc, Http404):
-        exc = NotFound("Not found.")
-    elif isinstance(exc, PermissionDenied):
-        exc = ApiError("You do not have permission to do this.", code="permission_denied", status=403,
-                       type="permission_error")
-    elif isinstance(exc, drf_exceptions.APIException):
-        exc = _from_drf(exc)
-    elif isinstance(exc, (OperationalError, InterfaceError)):
+        return NotFound("Not found.")
+    if isinstance(exc, PermissionDenied):
+        return ApiError("You do not have permission to do this.", code="permission_denied", status=403,
+                        type="permission_error")
+    if isinstance(exc, drf_exceptions.APIException):
+        return _from_drf(exc)
+    if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error("database unavailable error=%s detail=%s", type(exc).__name__, str(exc).strip()[:300])
-        exc = ServiceUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
-    elif not isinstance(exc, ApiError):
-        if isinstance(exc, DatabaseError):
-            logger.exception("database error")
-        else:
-            logger.exception("unhandled API error")
-        exc = ApiError("Internal server error; the request id identifies it in the server logs.",
-                       code="internal_error", status=500, type="api_error")
+        return ServiceUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
+    if isinstance(exc, DatabaseError):
+        logger.exception("database error")
+    else:
+        logger.exception("unhandled API error")
+    return ApiError("Internal server error; the request id identifies it in the server logs.",
+                    code="internal_error", status=500, type="api_error")
 
-    response = Response(
-        error_body(type=exc.type, code=exc.code, message=exc.message, fields=exc.fields),
-        status=exc.status,
-        headers=exc.headers,
-    )
-    if exc.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="agentwatch"'
-    return response
+
+def _error_headers(error: ApiError) -> dict:
+    if error.status == 401:
+        return {**error.headers, "WWW-Authenticate": 'Bearer realm="agentwatch"'}
+    return error.headers
+
+
+def api_exception_handler(exc, context):
+    """DRF EXCEPTION_HANDLER: every error of every DRF-dispatched /v1 view leaves through here."""
+    error = api_error(exc)
+    return Response(error_body(type=error.type, code=error.code, message=error.message, fields=error.fields),
+                    status=error.status, headers=_error_headers(error))
+
+
+def api_error_response(exc: Exception) -> HttpResponse:
+    """The same envelope for the views dispatched without DRF (tenants.api_base.LeanDispatch)."""
+    error = api_error(exc)
+    return json_response(error_body(type=error.type, code=error.code, message=error.message, fields=error.fields),
+                         status=error.status, headers=_error_headers(error))
+
+
+def json_response(data, *, status: int = 200, headers: dict | None = None) -> HttpResponse:
+    """JSON exactly as DRF's JSONRenderer writes it with our settings (compact, UTF-8, Decimal as a number, no
+    NaN), for the views that answer without DRF."""
+    body = json.dumps(data, cls=DRFJSONEncoder, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return HttpResponse(body.encode(), status=status, headers=headers, content_type="application/json")
 
 
 def api_not_found(request, *args, **kwargs):

@@ -4,8 +4,9 @@
     each with a team that has a budget: session state, budget and month spend in one query; the sessions already
     hold the limit sent, 2.0, as a running aw-sdk session does, so no cache write) and
     GET /v1/teams/budget-check?team= (a random one of the 50 teams), next to two baselines on the same gunicorn:
-    a bare DRF JSON view (GET /v1/bench/bare-json: no authentication, no I/O) and /healthz (one SQL query, a Redis
-    PING, the ingest-lag query) — requests/s, p50/p99, ratio to the baselines;
+    a bare JSON view (GET /v1/bench/bare-json: a plain Django view like the lean-dispatched checks, no
+    authentication, no I/O), the same through DRF (the baseline before session 4) and /healthz (one SQL query, a
+    Redis PING, the ingest-lag query) — requests/s, p50/p99, ratio to the first;
 (b) open loop: /v1/budget-check paced at --rate requests/s (200 by default) — p50/p99 latency.
 
     .venv/bin/python bench/budget_check.py [--write]   # --write puts the figures under "Budget checks" in RESULTS.md
@@ -179,6 +180,11 @@ request = function()
   return wrk.format("GET", "/v1/bench/bare-json")
 end
 """
+BARE_DRF_REQUEST = """
+request = function()
+  return wrk.format("GET", "/v1/bench/bare-json-drf")
+end
+"""
 
 
 def paced_gets(base_url: str, *, key: str, rate: float, duration: float) -> tuple[list[float], int]:
@@ -233,6 +239,7 @@ def in_process_costs(keys: dict, *, rounds: int = 5, per_round: int = 300) -> di
     rng = random.Random(5)
     cases = {
         "bare JSON view": (telemetry, lambda: "/v1/bench/bare-json", 200),
+        "bare DRF JSON view": (telemetry, lambda: "/v1/bench/bare-json-drf", 200),
         "auth + rate limit only (a 400 from /v1/budget-check)": (telemetry, lambda: "/v1/budget-check?session_id=x",
                                                                  400),
         "GET /v1/budget-check": (telemetry, lambda: f"/v1/budget-check?session_id=bench-{rng.randrange(SESSIONS):06d}"
@@ -280,6 +287,7 @@ def main() -> None:
         results = {}
         for name, lua, key in [
             ("bare JSON view (baseline)", BARE_REQUEST, None),
+            ("bare DRF JSON view (the baseline before session 4)", BARE_DRF_REQUEST, None),
             ("GET /healthz (1 SQL query + Redis PING + ingest-lag query)", HEALTHZ_REQUEST, None),
             ("GET /v1/budget-check", SESSION_REQUEST, keys["telemetry"]),
             ("GET /v1/teams/budget-check", TEAM_REQUEST, keys["admin"]),

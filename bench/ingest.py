@@ -102,12 +102,14 @@ def phase_single(args, web) -> dict:
     _, raw = new_tenant("single")
     body = json.dumps(SDK_EVENT).encode()
     bare = run_wrk(f"{web.url}/v1/bench/bare", body=body, duration=args.duration, connections=args.connections)
+    bare_django = run_wrk(f"{web.url}/v1/bench/bare-django", body=body, duration=args.duration,
+                          connections=args.connections)
     posted_before = _event_total()
     ingest = run_wrk(f"{web.url}/v1/ingest", body=body, headers={"Authorization": f"Bearer {raw}"},
                      duration=args.duration, connections=args.connections)
     accepted = _event_total() - posted_before
     drain = wait_drained()
-    return {"bare": bare, "ingest": ingest, "accepted": accepted, "drain_s": drain}
+    return {"bare": bare, "bare_django": bare_django, "ingest": ingest, "accepted": accepted, "drain_s": drain}
 
 
 def _event_total() -> int:
@@ -308,7 +310,7 @@ NOTES = """
 
 
 def report(args, single, batches, lag) -> str:
-    a_bare, a_ingest = single["bare"], single["ingest"]
+    a_bare, a_bare_django, a_ingest = single["bare"], single["bare_django"], single["ingest"]
     b_rate = batches["total"] / batches["visible_s"]
     copy_rate = batches["total"] / batches["copy_s"]
     lines = [
@@ -325,6 +327,9 @@ def report(args, single, batches, lag) -> str:
         f"≥ 1,000 |",
         f"| (a) latency p50 / p99, ms | {a_ingest.p50_ms:.1f} / {a_ingest.p99_ms:.1f} | "
         f"{a_bare.p50_ms:.1f} / {a_bare.p99_ms:.1f} | | |",
+        f"| (a) the same, against a bare plain-Django view (as /v1/ingest is served) | "
+        f"{a_ingest.requests_per_s:,.0f} | {a_bare_django.requests_per_s:,.0f} | "
+        f"{a_ingest.requests_per_s / a_bare_django.requests_per_s:.0%} | |",
         f"| (b) batches of {args.batch_size}: events/s recorded (first post → last event in roll-ups) | "
         f"{b_rate:,.0f} | {copy_rate:,.0f} (COPY of the same rows) | {b_rate / copy_rate:.0%} | ≥ 10,000 |",
         f"| (c) lag post → session spend at {lag['rate']:.0f} req/s, p50 / p99 / max, ms | "

@@ -9,7 +9,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schem
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agentwatch_site.errors import NotFound, validation_error
+from agentwatch_site.errors import NotFound, json_response, validation_error
 from agentwatch_site.pagination import paginate
 from agentwatch_site.serializers import page_of
 from budgets.selectors import (
@@ -24,7 +24,7 @@ from budgets.selectors import (
 )
 from budgets.serializers import BudgetInputSerializer
 from budgets.services import budget_delete, budget_update, budget_upsert
-from tenants.api_base import TelemetryApi, TenantApi
+from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.selectors import team_by_name
 from tenants.webhook_api import PAGE_PARAMETERS
 from usage.services.recording import SESSION_TTL, last_limit_cache_key
@@ -127,7 +127,9 @@ class TeamBudgetDetailApi(TenantApi):
         return Response(status=204)
 
 
-class TeamBudgetCheckApi(TenantApi):
+class TeamBudgetCheckApi(LeanDispatch, TenantApi):
+    lean_methods = frozenset({"GET"})
+
     class OutputSerializer(serializers.Serializer):
         team = serializers.CharField()
         monthly_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
@@ -141,7 +143,7 @@ class TeamBudgetCheckApi(TenantApi):
         responses=OutputSerializer, tags=["budgets"],
     )
     def get(self, request):
-        name = request.query_params.get("team", "")
+        name = request.GET.get("team", "")
         if not name.strip():
             raise validation_error({"team": ["This query parameter is required, e.g. ?team=backend-engineers."]})
         # One query on the way that matters (the budget with its month spend); a miss then says which 404.
@@ -149,7 +151,7 @@ class TeamBudgetCheckApi(TenantApi):
         if row is None:
             _budget_or_404(request, name)
         spend, budget = row["current_spend"], row["monthly_budget_usd"]
-        return Response(self.OutputSerializer({
+        return json_response(self.OutputSerializer({
             "team": row["team__name"], "monthly_budget_usd": budget, "current_spend": spend,
             "pct_used": pct_used(spend, budget), "hard_stop": row["hard_stop"],
             "status": status_for(spend=spend, budget=budget, threshold_pct=row["alert_threshold_pct"]),
@@ -201,9 +203,11 @@ def _parse_limit(text: str | None, errors: dict) -> Decimal | None:
     return value
 
 
-class SessionBudgetCheckApi(TelemetryApi):
+class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
     """GET /v1/budget-check — aw-sdk's check before each call. Valid requests always get 200 (the SDK treats any
     other answer as an outage and fails open). Reads only; the limit seen is remembered in the cache."""
+
+    lean_methods = frozenset({"GET"})
 
     class OutputSerializer(serializers.Serializer):
         class TeamOutput(serializers.Serializer):
@@ -258,7 +262,7 @@ class SessionBudgetCheckApi(TelemetryApi):
         # there is nothing left to remember. (A session alternating limits shows the latest one a call late.)
         if result.pop("stored_last_limit_usd") != limit:
             _remember_limit(request.tenant.pk, session_id, limit)
-        return Response(_as_numbers(result))
+        return json_response(_as_numbers(result))
 
 
 def _as_numbers(result: dict) -> dict:

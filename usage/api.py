@@ -19,11 +19,11 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from agentwatch_site.dates import month_start, tenant_day, tenant_month_days
-from agentwatch_site.errors import ApiError, validation_error
+from agentwatch_site.errors import ApiError, json_response, validation_error
 from agentwatch_site.metrics import EVENTS_ACCEPTED
 from agentwatch_site.openapi import error_response
 from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
-from tenants.api_base import TelemetryApi, TenantApi
+from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.services import rejected_telemetry_count
 from usage.filters import IsoDateTimeFormField
 from usage.models import UsageEvent
@@ -71,8 +71,10 @@ class IngestBatchDoc(serializers.Serializer):
     events = IngestEventDoc(many=True, help_text="1 to 1,000 events; one invalid event rejects the batch.")
 
 
-class IngestApi(TelemetryApi):
+class IngestApi(LeanDispatch, TelemetryApi):
     """POST /v1/ingest: one event exactly as aw-sdk sends it, or {"events": [...]}. 202 once durable."""
+
+    lean_methods = frozenset({"POST"})
 
     class OutputSerializer(serializers.Serializer):
         accepted = serializers.IntegerField()
@@ -113,7 +115,7 @@ class IngestApi(TelemetryApi):
         event_ids = event_batch_ingest(tenant=request.tenant, events=events, received_at=received_at)
         EVENTS_ACCEPTED.inc(len(event_ids))
         recorder_wake()
-        return Response({"accepted": len(event_ids), "event_ids": event_ids}, status=status.HTTP_202_ACCEPTED)
+        return json_response({"accepted": len(event_ids), "event_ids": event_ids}, status=status.HTTP_202_ACCEPTED)
 
 
 # --- Read API (admin scope) ---------------------------------------------------------------------------------
