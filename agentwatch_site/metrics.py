@@ -26,6 +26,8 @@ LATENCY = Histogram("agentwatch_http_request_duration_seconds", "Request latency
                     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 EVENTS_ACCEPTED = Counter("agentwatch_events_accepted_total", "Usage events accepted by /v1/ingest.")
 EVENTS_RECORDED = Counter("agentwatch_events_recorded_total", "Usage events priced and rolled up by workers.")
+EVENTS_QUARANTINED = Counter("agentwatch_events_quarantined_total",
+                             "Usage events set aside because recording them failed (manage.py quarantined_events).")
 EVENTS_REJECTED = Counter("agentwatch_events_rejected_total", "Telemetry requests refused.", ["reason"])
 QUEUE_DEPTH = Gauge("agentwatch_recording_queue_depth", "Events accepted but not yet recorded.",
                     multiprocess_mode="liveall")

@@ -37,7 +37,7 @@ def _check_redis() -> str:
 @never_cache
 def healthz(request):
     """Readiness: the database, Redis (when configured) and how far recording lags behind ingestion."""
-    from usage.selectors import ingest_lag_seconds
+    from usage.selectors import ingest_lag_seconds, quarantined_event_count
 
     started = time.monotonic()
     checks: dict[str, object] = {"database": _check_database()}
@@ -47,6 +47,8 @@ def healthz(request):
     if checks["database"] == "ok":
         lag = ingest_lag_seconds()
         checks["ingest_lag_seconds"] = lag
+        # Informational: events set aside (manage.py quarantined_events); they hold nothing up.
+        checks["quarantined_events"] = quarantined_event_count()
         if lag > settings.INGEST_LAG_THRESHOLD_SECONDS:
             checks["ingest"] = "lagging"
             healthy = False

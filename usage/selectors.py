@@ -26,6 +26,11 @@ def ingest_lag_seconds() -> float:
     return round(max(0.0, (timezone.now() - oldest).total_seconds()), 3)
 
 
+def quarantined_event_count() -> int:
+    """Events set aside because recording them failed (normally 0; a small partial index serves it)."""
+    return UsageEvent.objects.exclude(record_error="").count()
+
+
 def session_state_get(*, tenant: Tenant, session_id: str) -> SessionState | None:
     return SessionState.objects.filter(tenant=tenant, session_id=session_id).first()
 

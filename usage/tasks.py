@@ -6,9 +6,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError
 
-from agentwatch_site.metrics import EVENTS_RECORDED
+from agentwatch_site.metrics import EVENTS_QUARANTINED, EVENTS_RECORDED
 from usage.services.ingest import WAKE_KEY, WAKE_SKIP_SECONDS, WAKE_TTL_SECONDS
-from usage.services.recording import RecordResult, events_record_pending
+from usage.services.recording import RecordResult, events_record_isolating, events_record_pending
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,18 @@ def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float
             logger.warning("recording batch rolled back, retrying error=%s", exc)
             time.sleep(0.05)
             continue
+        except Exception:  # noqa: BLE001 - retrying the same batch would fail forever: narrow it down instead
+            logger.exception("recording batch failed; recording its events in smaller batches to find the cause")
+            try:
+                result, quarantined = events_record_isolating()
+            except OperationalError as exc:
+                logger.warning("recording batch rolled back, retrying error=%s", exc)
+                time.sleep(0.05)
+                continue
+            if quarantined:
+                EVENTS_QUARANTINED.inc(len(quarantined))
+            if not result.recorded:
+                break  # every event failed: left pending for a later run (and the lag alarm), no hot loop
         if not result.recorded:
             if eager or claim_started - started >= linger:
                 break

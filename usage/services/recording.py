@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
@@ -31,8 +31,12 @@ logger = logging.getLogger(__name__)
 RECORD_BATCH_SIZE = 5000
 SESSION_TTL = datetime.timedelta(hours=24)
 RECENT_PROMPTS_KEPT = 5
-# The largest money value SessionState.last_limit_usd (numeric(20,10)) can hold, exclusive.
-MAX_STORED_LIMIT = Decimal(10) ** 10
+# The largest money value a money column (numeric(20,10): costs, spend, limits) can hold, exclusive.
+MAX_STORED_MONEY = Decimal(10) ** 10
+
+
+class CostOverflow(ValueError):
+    """An event's cost does not fit a money column (a price far beyond any real one)."""
 def last_limit_cache_key(tenant_id: int, session_id: str) -> str:
     """Where budget-check leaves the last limit a session asked with (hashed: ids may hold any character)."""
     return f"lastlimit:{tenant_id}:{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
@@ -47,8 +51,9 @@ class RecordResult:
     anomalies: list[int] = field(default_factory=list)
 
 
-def events_record_pending(*, limit: int = RECORD_BATCH_SIZE) -> RecordResult:
-    """Record up to `limit` pending events (oldest first) in one transaction.
+def events_record_pending(*, limit: int = RECORD_BATCH_SIZE, event_ids: list[int] | None = None) -> RecordResult:
+    """Record up to `limit` pending events (oldest first; only those of `event_ids` when given) in one
+    transaction.
 
     The statements run in the order that keeps two workers apart: the claimed events (locked by this worker
     alone) are priced and written first; the rows workers share — session states, then daily and hourly
@@ -59,6 +64,8 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE) -> RecordResult:
         # Recording never reads the JSON columns: not loading them saves a JSON parse per column and event.
         pending = (UsageEvent.objects.filter(recorded_at__isnull=True).defer("metadata", "identified_risks")
                    .order_by("id"))
+        if event_ids is not None:
+            pending = pending.filter(id__in=event_ids)
         if connection.features.has_select_for_update_skip_locked:
             # Rows another worker is recording are skipped, not waited for; ours stay locked until commit.
             pending = pending.select_for_update(skip_locked=True)
@@ -86,6 +93,81 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE) -> RecordResult:
     return result
 
 
+# At most this many events are set aside per isolating pass: more than that failing one by one while others record
+# looks like a fault of the code, not of the events, and is better left pending (the lag alarm fires) than hidden.
+QUARANTINE_MAX_PER_PASS = 10
+
+
+def events_record_isolating(*, limit: int = RECORD_BATCH_SIZE) -> tuple[RecordResult, list[int]]:
+    """After a batch failed with an error that retrying will not cure (not a lost race): record the next `limit`
+    pending events in halves, then halves of the half that failed, down to single events, so one event that
+    cannot be recorded (a poison event) does not hold up every event behind it.
+
+    An event that fails alone, twice, is set aside — quarantined: `recorded_at` and `record_error` set, never
+    counted in any spend — but only when others in the same pass were recorded. If every event fails, the fault
+    is not in the events: nothing is set aside, they stay pending, and the ingest-lag health check turns red.
+    `manage.py quarantined_events --retry` puts quarantined events back once the cause is fixed. Returns what was
+    recorded and the ids set aside."""
+    ids = list(UsageEvent.objects.filter(recorded_at__isnull=True).order_by("id")
+               .values_list("id", flat=True)[:limit])
+    total = RecordResult()
+    failing: list[tuple[int, Exception]] = []
+    _record_or_split(ids, total, failing)
+    quarantined: list[int] = []
+    if failing and total.recorded == 0:
+        logger.error("recording fails for every pending event tried (%s); none set aside, they stay pending",
+                     len(ids))
+        return total, quarantined
+    for event_id, error in failing[:QUARANTINE_MAX_PER_PASS]:
+        if event_quarantine(event_id=event_id, error=error):
+            quarantined.append(event_id)
+    return total, quarantined
+
+
+def _record_or_split(ids: list[int], total: RecordResult, failing: list[tuple[int, Exception]]) -> None:
+    if not ids:
+        return
+    attempts = 2 if len(ids) == 1 else 1
+    for attempt in range(attempts):
+        try:
+            result = events_record_pending(limit=len(ids), event_ids=ids)
+        except OperationalError:
+            raise  # a lost race or an outage: the caller retries the whole thing
+        except Exception as exc:  # noqa: BLE001 - any other failure is narrowed down to the events causing it
+            if attempt + 1 < attempts:
+                continue
+            if len(ids) == 1:
+                failing.append((ids[0], exc))
+                return
+            middle = len(ids) // 2
+            _record_or_split(ids[:middle], total, failing)
+            _record_or_split(ids[middle:], total, failing)
+            return
+        total.recorded += result.recorded
+        total.teams_touched |= result.teams_touched
+        total.anomalies.extend(result.anomalies)
+        return
+
+
+def event_quarantine(*, event_id: int, error: Exception) -> bool:
+    """Set one pending event aside with its error (see events_record_isolating). False if it was recorded or set
+    aside meanwhile."""
+    message = f"{type(error).__name__}: {error}".strip()[:500] or type(error).__name__
+    updated = UsageEvent.objects.filter(pk=event_id, recorded_at__isnull=True).update(
+        recorded_at=timezone.now(), record_error=message)
+    if updated:
+        logger.error("event set aside (quarantined): recording it fails id=%s error=%s", event_id, message)
+    return bool(updated)
+
+
+def events_quarantine_retry(*, tenant: Tenant | None = None) -> int:
+    """Put quarantined events back in the queue (after the cause was fixed); the next run records them."""
+    events = UsageEvent.objects.exclude(record_error="")
+    if tenant is not None:
+        events = events.filter(tenant=tenant)
+    return events.update(recorded_at=None, record_error="", cost_usd=None, priced_by="")
+
+
 @contextmanager
 def _walking_the_unrecorded_index():
     """On PostgreSQL, the claim walks the partial index of unrecorded events in id order. Every recorded event
@@ -108,6 +190,11 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
     prices = price_table(tenant=tenant, models={e.model for e in events}) if tenant.cost_mode == "catalog" else {}
     for event in events:
         event.cost_usd, event.priced_by = event_cost(event, cost_mode=tenant.cost_mode, prices=prices)
+        if event.cost_usd >= MAX_STORED_MONEY:
+            # PostgreSQL would refuse it (numeric overflow); SQLite would store it and then fail every later read
+            # of the session's spend. Either way this event cannot be counted: it is set aside, alone.
+            raise CostOverflow(f"cost {event.cost_usd:.2f} USD of event {event.event_id!r} ({event.model}) is more "
+                               f"than a money value can hold (< {MAX_STORED_MONEY:,} USD); check the model's price")
         event.recorded_at = now
         if event.team_name:
             team = teams[event.team_name.lower()]
@@ -376,7 +463,7 @@ def _last_limits(tenant: Tenant, session_ids: list[str]) -> dict[str, Decimal]:
         except ArithmeticError:
             continue
         # A "no limit" value such as 1e12 does not fit numeric(20,10): one such row would fail every batch.
-        if limit.is_finite() and Decimal(0) <= limit < MAX_STORED_LIMIT:
+        if limit.is_finite() and Decimal(0) <= limit < MAX_STORED_MONEY:
             limits[keys[key]] = limit
     return limits
 
