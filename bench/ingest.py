@@ -281,6 +281,12 @@ def phase_lag(args, web, rate: float) -> dict:
 NOTES = """
 ### Where the time goes (py-spy on gunicorn and Celery under this load, per-process CPU from /proc, cProfile)
 
+- Session 4: `POST /v1/ingest` is served on Django's own request (tenants.api_base.LeanDispatch: the same key
+  auth, rate limit, envelope and JSON bytes, without DRF's Request, negotiation and Response), and the API URL
+  lists are spliced into one level: in-process CPU per single-event post ≈ 0.34 → 0.30 ms (bare DRF view 0.13,
+  bare plain-Django view 0.10). Since the endpoint is no longer a DRF view, the table also shows it against a
+  bare plain-Django view.
+
 - (a) is CPU-bound: gunicorn, PostgreSQL, the recording worker, Redis and wrk share 2 cores. Per single-event
   post: ≈ 1.0 ms of gunicorn CPU (bare view 0.5 ms), 0.2–0.5 ms of PostgreSQL (the INSERT, its commit, and the
   recording), 0.3 ms of Celery worker (recording). Done this session: the INSERT is built once per model and

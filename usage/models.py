@@ -72,7 +72,7 @@ class UsageEvent(models.Model):
     priced_by = models.CharField(max_length=10, choices=PricedBy.choices, blank=True, default="")
     # Set aside (quarantined): recording failed for this event alone, so it was marked with the error instead of
     # holding up every event behind it. Never counted; `manage.py quarantined_events --retry` puts it back.
-    record_error = models.CharField(max_length=500, blank=True, default="")
+    record_error = models.CharField(max_length=500, blank=True, default="", db_default="")
 
     objects = TenantQuerySet.as_manager()
 
