@@ -189,6 +189,8 @@ def json_response(data, *, status: int = 200, headers: dict | None = None) -> Ht
     """JSON exactly as DRF's JSONRenderer writes it with our settings (compact, UTF-8, Decimal as a number, no
     NaN), for the views that answer without DRF."""
     body = json.dumps(data, cls=DRFJSONEncoder, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # Valid JSON, but not valid JavaScript: escaped, as JSONRenderer does.
+    body = body.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return HttpResponse(body.encode(), status=status, headers=headers, content_type="application/json")
 
 

@@ -45,9 +45,11 @@ class LeanDispatch:
         self.args, self.kwargs, self.request = args, kwargs, request
         try:
             self._authorize(request)
-            return getattr(self, request.method.lower())(request, *args, **kwargs)
+            response = getattr(self, request.method.lower())(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every error becomes the envelope, as DRF's handler does
-            return api_error_response(exc)
+            response = api_error_response(exc)
+        response["Allow"] = ", ".join(self.allowed_methods)  # as DRF's finalize_response sets it
+        return response
 
     def _authorize(self, request) -> None:
         """What DRF's initial() does for these views, in its order: authenticate, check the scope, count the

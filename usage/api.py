@@ -176,8 +176,11 @@ class EventListApi(TenantApi):
         feature_id = OptionalText()
         status = serializers.ChoiceField(choices=UsageEvent.Status.choices)
         metadata = serializers.DictField()
-        cost_usd = _money(allow_null=True, help_text="USD, fixed when the event is recorded; null until then.")
+        cost_usd = _money(allow_null=True, help_text="USD, fixed when the event is recorded; null until then, "
+                                                    "and for an event set aside (see record_error).")
         recorded_at = serializers.DateTimeField(allow_null=True)
+        record_error = OptionalText(help_text="Set when recording this event failed and it was set aside "
+                                              "(quarantined): not counted in any spend until retried.")
 
     @extend_schema(
         operation_id="usage_events_list",
@@ -194,7 +197,7 @@ class EventListApi(TenantApi):
                 "identified_risks": ["PII_EMAIL"], "project": "checkout-service", "team": "payments-eng",
                 "session_id": "ci-run-123", "iteration_index": 4, "customer_id": None, "user_id": None,
                 "feature_id": None, "status": "ok", "metadata": {}, "cost_usd": 0.0045,
-                "recorded_at": "2026-11-25T09:30:01Z"}],
+                "recorded_at": "2026-11-25T09:30:01Z", "record_error": None}],
             "next": "https://agentwatch.example.com/v1/usage/events?team=payments-eng&cursor=WyIyMDI2LTExLTI1VDA5"
                     "OjMwOjAwKzAwOjAwIiw0Ml0"})],
         tags=["usage"],

@@ -2,6 +2,7 @@ import logging
 import time
 
 from celery import current_app, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError
@@ -59,19 +60,16 @@ def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float
             logger.warning("recording batch rolled back, retrying error=%s", exc)
             time.sleep(0.05)
             continue
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:  # noqa: BLE001 - retrying the same batch would fail forever: narrow it down instead
-            logger.exception("recording batch failed; recording its events in smaller batches to find the cause")
-            try:
-                result, quarantined = events_record_isolating()
-            except OperationalError as exc:
-                logger.warning("recording batch rolled back, retrying error=%s", exc)
-                time.sleep(0.05)
-                continue
-            if quarantined:
-                EVENTS_QUARANTINED.inc(len(quarantined))
-            if not result.recorded:
-                break  # every event failed: left pending for a later run (and the lag alarm), no hot loop
-        if not result.recorded:
+            logger.exception("recording batch failed; recording the oldest events in smaller batches to find why")
+            result = events_record_isolating(deadline=deadline)
+            if not result.recorded and not result.quarantined:
+                break  # nothing recorded: left pending for a later run (and the lag alarm), no hot loop
+        if result.quarantined:
+            EVENTS_QUARANTINED.inc(len(result.quarantined))
+        if not result.recorded and not result.quarantined:
             if eager or claim_started - started >= linger:
                 break
             time.sleep(RECORD_COALESCE_SECONDS)

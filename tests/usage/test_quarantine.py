@@ -1,18 +1,26 @@
 """An event whose recording fails every time (a poison event) is set aside with its error instead of holding up
 every event behind it; it is never counted, and `manage.py quarantined_events --retry` brings it back once the
-cause is fixed. The poison here is real: a tenant price so high that one event's cost overflows the money column
-(numeric(20,10)), which fails the whole recording transaction."""
+cause is fixed. Two kinds: a real one known at pricing (a tenant price so high that one event's cost would
+overflow the money column, numeric(20,10)), set aside inside the batch; and any other failure of the recording
+transaction, narrowed down by halving (simulated here by a pricing function that raises for one model)."""
 
+import datetime
 import io
 from decimal import Decimal
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.core.management import CommandError, call_command
+from django.db import OperationalError
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.usage.test_recording import SDK_EVENT, assert_totals_match_events, ingest
+from tests.usage.test_retention import purge
 from usage.models import DailySpend, SessionState, UsageEvent
+from usage.services import recording
 from usage.services.pricing import price_override_set
+from usage.services.recording import events_record_isolating
 from usage.tasks import record_until_done
 
 POISON_MODEL = "overflow-model"
@@ -48,7 +56,7 @@ def test_a_poison_event_is_set_aside_and_the_events_behind_it_are_recorded(tenan
 
     set_aside = UsageEvent.objects.get(tenant=tenant, event_id="poison")
     assert set_aside.recorded_at is not None and set_aside.cost_usd is None
-    assert "overflow" in set_aside.record_error.lower() or "InvalidOperation" in set_aside.record_error
+    assert set_aside.record_error.startswith("CostOverflow") and POISON_MODEL in set_aside.record_error
     counted = UsageEvent.objects.filter(tenant=tenant, record_error="")
     assert sorted(counted.values_list("event_id", flat=True)) == ["after", "before", "later"]
     assert all(event.cost_usd > 0 for event in counted)
@@ -76,20 +84,108 @@ def test_a_poison_event_is_set_aside_and_the_events_behind_it_are_recorded(tenan
     assert APIClient().get("/healthz").json()["checks"]["quarantined_events"] == 0
 
 
-def test_when_every_pending_event_fails_none_is_set_aside(tenant, priced_to_overflow):
+def test_overflowing_events_are_all_set_aside_in_the_batch_itself(tenant, priced_to_overflow):
+    ingest(tenant, [dict(SDK_EVENT, event_id="good")] + [poison(event_id=f"p{i}") for i in range(12)])
+    assert record_until_done() == 1
+    assert UsageEvent.objects.exclude(record_error="").count() == 12
+    assert not UsageEvent.objects.filter(recorded_at__isnull=True).exists()
+    assert sum(d.events for d in DailySpend.objects.filter(tenant=tenant)) == 1
+
+
+BROKEN_MODEL = "breaks-recording"
+
+
+@pytest.fixture
+def broken_pricing(monkeypatch):
+    """Recording raises for one model, as a bug or a bad row would: the whole transaction fails."""
+    real = recording.event_cost
+
+    def event_cost(event, **kwargs):
+        if event.model == BROKEN_MODEL:
+            raise RuntimeError(f"cannot price {event.event_id}")
+        return real(event, **kwargs)
+
+    monkeypatch.setattr(recording, "event_cost", event_cost)
+
+
+def broken(**fields) -> dict:
+    return dict(SDK_EVENT, model=BROKEN_MODEL, **fields)
+
+
+def test_a_failing_batch_is_halved_until_the_event_that_fails_is_found(tenant, broken_pricing):
+    ingest(tenant, [dict(SDK_EVENT, event_id=f"g{i}", iteration_index=i) for i in range(20)]
+           + [broken(event_id="bad")] + [dict(SDK_EVENT, event_id=f"h{i}") for i in range(20)])
+    assert record_until_done() == 40
+    bad = UsageEvent.objects.get(event_id="bad")
+    assert bad.record_error == "RuntimeError: cannot price bad" and bad.cost_usd is None
+    assert_totals_match_events_except(tenant, "bad")
+
+
+def assert_totals_match_events_except(tenant, event_id: str) -> None:
+    counted = UsageEvent.objects.filter(tenant=tenant).exclude(event_id=event_id)
+    assert sum(d.events for d in DailySpend.objects.filter(tenant=tenant)) == counted.count()
+    assert (sum((d.cost_usd for d in DailySpend.objects.filter(tenant=tenant)), Decimal("0"))
+            == sum((e.cost_usd for e in counted), Decimal("0")))
+
+
+def test_when_every_pending_event_fails_none_is_set_aside(tenant, broken_pricing):
     """Failing alone is not enough when nothing else records: that looks like a fault of the code or the
     database, not of the events, so they stay pending (and the ingest-lag alarm fires) rather than hidden."""
-    ingest(tenant, [poison(event_id="p1"), poison(event_id="p2")])
+    ingest(tenant, [broken(event_id="p1"), broken(event_id="p2")])
     assert record_until_done() == 0
     assert UsageEvent.objects.filter(tenant=tenant, recorded_at__isnull=True).count() == 2
     assert not UsageEvent.objects.exclude(record_error="").exists()
 
 
-def test_at_most_ten_events_are_set_aside_in_one_pass(tenant, priced_to_overflow):
-    ingest(tenant, [dict(SDK_EVENT, event_id="good")] + [poison(event_id=f"p{i}") for i in range(12)])
+def test_at_most_ten_events_are_set_aside_in_one_pass(tenant, broken_pricing):
+    ingest(tenant, [dict(SDK_EVENT, event_id="good")] + [broken(event_id=f"p{i}") for i in range(12)])
     assert record_until_done() == 1
     assert UsageEvent.objects.exclude(record_error="").count() == 10
     assert UsageEvent.objects.filter(recorded_at__isnull=True).count() == 2
+
+
+def test_a_lost_race_during_the_search_keeps_what_was_recorded_and_sets_nothing_aside(tenant, monkeypatch):
+    ids = [UsageEvent.objects.get(event_id=e).pk for e in ingest(tenant, [dict(SDK_EVENT, event_id="a"),
+                                                                          dict(SDK_EVENT, event_id="b")])]
+    real = recording.events_record_pending
+
+    def flaky(*, limit, event_ids=None):
+        if event_ids == ids:
+            raise RuntimeError("the pair fails")
+        if event_ids == ids[1:]:
+            raise OperationalError("deadlock detected")
+        return real(limit=limit, event_ids=event_ids)
+
+    monkeypatch.setattr(recording, "events_record_pending", flaky)
+    result = events_record_isolating()
+    assert (result.recorded, result.quarantined) == (1, [])
+    assert UsageEvent.objects.get(event_id="a").cost_usd > 0
+    assert UsageEvent.objects.get(event_id="b").recorded_at is None
+
+
+def test_the_task_time_limit_is_not_taken_for_a_poison_event(tenant, monkeypatch):
+    ingest(tenant, [dict(SDK_EVENT, event_id="a"), dict(SDK_EVENT, event_id="b")])
+
+    def out_of_time(*, limit, event_ids=None):
+        if event_ids is None:
+            raise RuntimeError("the batch fails")
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(recording, "events_record_pending", out_of_time)
+    monkeypatch.setattr("usage.tasks.events_record_pending", out_of_time)
+    with pytest.raises(SoftTimeLimitExceeded):
+        record_until_done()
+    assert not UsageEvent.objects.exclude(record_error="").exists()
+
+
+def test_the_retention_purge_keeps_quarantined_events(tenant, priced_to_overflow):
+    tenant.retention_days = 7
+    tenant.save()
+    old = (timezone.now() - datetime.timedelta(days=30)).isoformat()
+    ingest(tenant, [dict(SDK_EVENT, event_id="old-good", timestamp=old), poison(event_id="old-poison", timestamp=old)])
+    record_until_done()
+    purge()
+    assert list(UsageEvent.objects.filter(tenant=tenant).values_list("event_id", flat=True)) == ["old-poison"]
 
 
 def test_the_command_says_when_there_is_nothing_and_refuses_an_unknown_tenant(tenant):

@@ -5,34 +5,12 @@ On PostgreSQL the indexes are dropped and built CONCURRENTLY (the migration is n
 recording go on writing to usage_usageevent while it runs; elsewhere the plain operations run."""
 
 import django.db.models.deletion
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
-
-class ConcurrentlyOnPostgres:
-    """The CONCURRENTLY operation on PostgreSQL, its plain counterpart (`plain`) elsewhere."""
-
-    plain = None
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        operation = super() if schema_editor.connection.vendor == "postgresql" else self.plain
-        operation.database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        operation = super() if schema_editor.connection.vendor == "postgresql" else self.plain
-        operation.database_backwards(app_label, schema_editor, from_state, to_state)
-
-
-class RemoveIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, RemoveIndexConcurrently):
-    @property
-    def plain(self):
-        return migrations.RemoveIndex(self.model_name, self.name)
-
-
-class AddIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, AddIndexConcurrently):
-    @property
-    def plain(self):
-        return migrations.AddIndex(self.model_name, self.index)
+from agentwatch_site.migration_operations import (
+    AddIndexConcurrentlyOnPostgres,
+    RemoveIndexConcurrentlyOnPostgres,
+)
 
 
 TENANT_FIELD = models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name="+",

@@ -6,11 +6,13 @@ two workers race, or a worker dies mid-batch (its transaction rolls back and the
 import datetime
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
 from django.db import OperationalError, connection, transaction
 from django.db.models import Sum
@@ -35,8 +37,6 @@ RECENT_PROMPTS_KEPT = 5
 MAX_STORED_MONEY = Decimal(10) ** 10
 
 
-class CostOverflow(ValueError):
-    """An event's cost does not fit a money column (a price far beyond any real one)."""
 def last_limit_cache_key(tenant_id: int, session_id: str) -> str:
     """Where budget-check leaves the last limit a session asked with (hashed: ids may hold any character)."""
     return f"lastlimit:{tenant_id}:{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
@@ -49,6 +49,14 @@ class RecordResult:
     teams_touched: set[tuple[int, int]] = field(default_factory=set)
     # Anomaly ids opened or re-detected in this batch: webhooks go out for them.
     anomalies: list[int] = field(default_factory=list)
+    # Events set aside (quarantined) instead of counted.
+    quarantined: list[int] = field(default_factory=list)
+
+    def add(self, other: "RecordResult") -> None:
+        self.recorded += other.recorded
+        self.teams_touched |= other.teams_touched
+        self.anomalies.extend(other.anomalies)
+        self.quarantined.extend(other.quarantined)
 
 
 def events_record_pending(*, limit: int = RECORD_BATCH_SIZE, event_ids: list[int] | None = None) -> RecordResult:
@@ -81,6 +89,12 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE, event_ids: list[int
         order = sorted(by_tenant)
         for tenant_id in order:
             _price(tenants[tenant_id], by_tenant[tenant_id], now=now, result=result)
+        if result.quarantined:
+            # Events whose cost cannot be stored are set aside here, and the rest of the batch is counted.
+            events = [e for e in events if not e.record_error]
+            by_tenant = {tenant_id: [e for e in group if not e.record_error] for tenant_id, group in by_tenant.items()}
+            if not events:
+                return result
         update_rows(UsageEvent, ["recorded_at", "cost_usd", "priced_by", "team"], events)
         for tenant_id in order:
             _update_sessions(tenants[tenant_id], [e for e in by_tenant[tenant_id] if e.session_id], now=now,
@@ -93,46 +107,54 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE, event_ids: list[int
     return result
 
 
+# The isolating pass (below) looks at this many of the oldest pending events: at most about twice as many
+# transactions when all of them fail, and a poison event is found in ⌈log2(window)⌉ + 1 halvings.
+ISOLATE_WINDOW = 64
 # At most this many events are set aside per isolating pass: more than that failing one by one while others record
 # looks like a fault of the code, not of the events, and is better left pending (the lag alarm fires) than hidden.
 QUARANTINE_MAX_PER_PASS = 10
 
 
-def events_record_isolating(*, limit: int = RECORD_BATCH_SIZE) -> tuple[RecordResult, list[int]]:
-    """After a batch failed with an error that retrying will not cure (not a lost race): record the next `limit`
-    pending events in halves, then halves of the half that failed, down to single events, so one event that
-    cannot be recorded (a poison event) does not hold up every event behind it.
+def events_record_isolating(*, window: int = ISOLATE_WINDOW, deadline: float | None = None) -> RecordResult:
+    """After a batch failed with an error that retrying will not cure (not a lost race, not an outage): record the
+    oldest `window` pending events in halves, then halves of the half that failed, down to single events, so one
+    event that cannot be recorded (a poison event) does not hold up every event behind it.
 
-    An event that fails alone, twice, is set aside — quarantined: `recorded_at` and `record_error` set, never
-    counted in any spend — but only when others in the same pass were recorded. If every event fails, the fault
-    is not in the events: nothing is set aside, they stay pending, and the ingest-lag health check turns red.
-    `manage.py quarantined_events --retry` puts quarantined events back once the cause is fixed. Returns what was
-    recorded and the ids set aside."""
+    An event that fails alone, twice, is set aside (quarantined: `recorded_at` and `record_error` set, never
+    counted), but only when others in the same pass were recorded, and at most QUARANTINE_MAX_PER_PASS. If every
+    event fails, the fault is not in the events: nothing is set aside, they stay pending, and the ingest-lag
+    health check turns red. A lost race or an outage (OperationalError) ends the pass with what it recorded so
+    far; so does the `deadline` (time.monotonic()). `manage.py quarantined_events --retry` puts quarantined
+    events back once the cause is fixed."""
     ids = list(UsageEvent.objects.filter(recorded_at__isnull=True).order_by("id")
-               .values_list("id", flat=True)[:limit])
+               .values_list("id", flat=True)[:window])
     total = RecordResult()
     failing: list[tuple[int, Exception]] = []
-    _record_or_split(ids, total, failing)
-    quarantined: list[int] = []
+    try:
+        _record_or_split(ids, total, failing, deadline)
+    except OperationalError as exc:
+        logger.warning("isolating pass rolled back, ending it error=%s", exc)
+        return total
     if failing and total.recorded == 0:
         logger.error("recording fails for every pending event tried (%s); none set aside, they stay pending",
                      len(ids))
-        return total, quarantined
+        return total
     for event_id, error in failing[:QUARANTINE_MAX_PER_PASS]:
-        if event_quarantine(event_id=event_id, error=error):
-            quarantined.append(event_id)
-    return total, quarantined
+        if event_quarantine(event_id=event_id, error=f"{type(error).__name__}: {error}"):
+            total.quarantined.append(event_id)
+    return total
 
 
-def _record_or_split(ids: list[int], total: RecordResult, failing: list[tuple[int, Exception]]) -> None:
-    if not ids:
-        return
+def _record_or_split(ids: list[int], total: RecordResult, failing: list[tuple[int, Exception]],
+                     deadline: float | None) -> None:
+    if not ids or (deadline is not None and time.monotonic() >= deadline):
+        return  # out of time: what is left stays pending for the next run
     attempts = 2 if len(ids) == 1 else 1
     for attempt in range(attempts):
         try:
             result = events_record_pending(limit=len(ids), event_ids=ids)
-        except OperationalError:
-            raise  # a lost race or an outage: the caller retries the whole thing
+        except (OperationalError, SoftTimeLimitExceeded):
+            raise  # a lost race, an outage or the task's time limit: not the events' fault
         except Exception as exc:  # noqa: BLE001 - any other failure is narrowed down to the events causing it
             if attempt + 1 < attempts:
                 continue
@@ -140,21 +162,19 @@ def _record_or_split(ids: list[int], total: RecordResult, failing: list[tuple[in
                 failing.append((ids[0], exc))
                 return
             middle = len(ids) // 2
-            _record_or_split(ids[:middle], total, failing)
-            _record_or_split(ids[middle:], total, failing)
+            _record_or_split(ids[:middle], total, failing, deadline)
+            _record_or_split(ids[middle:], total, failing, deadline)
             return
-        total.recorded += result.recorded
-        total.teams_touched |= result.teams_touched
-        total.anomalies.extend(result.anomalies)
+        total.add(result)
         return
 
 
-def event_quarantine(*, event_id: int, error: Exception) -> bool:
+def event_quarantine(*, event_id: int, error: str, now: datetime.datetime | None = None) -> bool:
     """Set one pending event aside with its error (see events_record_isolating). False if it was recorded or set
     aside meanwhile."""
-    message = f"{type(error).__name__}: {error}".strip()[:500] or type(error).__name__
+    message = error.strip()[:500] or "unknown error"
     updated = UsageEvent.objects.filter(pk=event_id, recorded_at__isnull=True).update(
-        recorded_at=timezone.now(), record_error=message)
+        recorded_at=now or timezone.now(), record_error=message, cost_usd=None, priced_by="")
     if updated:
         logger.error("event set aside (quarantined): recording it fails id=%s error=%s", event_id, message)
     return bool(updated)
@@ -191,10 +211,13 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
     for event in events:
         event.cost_usd, event.priced_by = event_cost(event, cost_mode=tenant.cost_mode, prices=prices)
         if event.cost_usd >= MAX_STORED_MONEY:
-            # PostgreSQL would refuse it (numeric overflow); SQLite would store it and then fail every later read
-            # of the session's spend. Either way this event cannot be counted: it is set aside, alone.
-            raise CostOverflow(f"cost {event.cost_usd:.2f} USD of event {event.event_id!r} ({event.model}) is more "
-                               f"than a money value can hold (< {MAX_STORED_MONEY:,} USD); check the model's price")
+            # PostgreSQL would refuse it (numeric overflow) and fail the whole batch; SQLite would store it and then
+            # fail every later read of the session's spend. It cannot be counted: it is set aside, alone.
+            event.record_error = (f"CostOverflow: cost {event.cost_usd:.2f} USD is more than a money value can "
+                                  f"hold (< {MAX_STORED_MONEY:,} USD); check the price of {event.model!r}")[:500]
+            event_quarantine(event_id=event.pk, error=event.record_error, now=now)
+            result.quarantined.append(event.pk)
+            continue
         event.recorded_at = now
         if event.team_name:
             team = teams[event.team_name.lower()]

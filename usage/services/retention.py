@@ -108,8 +108,9 @@ def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
 
 
 def _expired_events(tenant: Tenant, cutoff: datetime.datetime):
-    # An event not yet recorded is never purged: its spend must reach the roll-ups first.
-    return UsageEvent.objects.filter(tenant=tenant, timestamp__lt=cutoff, recorded_at__isnull=False)
+    # An event not yet recorded is never purged: its spend must reach the roll-ups first. Neither is one set aside
+    # (quarantined): it is kept until it is retried (manage.py quarantined_events --retry) and counted.
+    return UsageEvent.objects.filter(tenant=tenant, timestamp__lt=cutoff, recorded_at__isnull=False, record_error="")
 
 
 # PostgreSQL: one statement per batch. The batch's rows are found through the (tenant, timestamp, id) index,
@@ -118,7 +119,8 @@ def _expired_events(tenant: Tenant, cutoff: datetime.datetime):
 PG_DELETE_BATCH = """
 WITH batch AS (
     SELECT ctid, id, "timestamp" FROM usage_usageevent
-    WHERE tenant_id = %s AND "timestamp" < %s AND recorded_at IS NOT NULL AND ("timestamp", id) > (%s, %s)
+    WHERE tenant_id = %s AND "timestamp" < %s AND recorded_at IS NOT NULL AND record_error = ''
+      AND ("timestamp", id) > (%s, %s)
     ORDER BY "timestamp", id
     LIMIT %s
 ), gone AS (
