@@ -29,6 +29,21 @@ def test_activity_lists_newest_first_with_expandable_details(owner_client, tenan
     assert "<html" in page and "acme / — / —" in page
 
 
+def test_an_event_set_aside_is_labelled_with_its_error_not_as_pending(owner_client, tenant, htmx):
+    from usage.models import UsageEvent
+    from usage.services.recording import event_quarantine
+
+    UsageEvent.objects.create(tenant=tenant, event_id="poison", model="gpt-4o", timestamp=timezone.now(),
+                              received_at=timezone.now())
+    poison = UsageEvent.objects.get(event_id="poison")
+    assert event_quarantine(event_id=poison.pk, error="CostOverflow: cost too high")
+    html = owner_client.get("/activity/").content.decode()
+    assert 'title="Not counted: CostOverflow: cost too high">set aside</span>' in html
+    assert ">pending<" not in html
+    details = owner_client.get(f"/activity/events/{poison.pk}/", **htmx()).content.decode()
+    assert "set aside, not counted in any spend: CostOverflow: cost too high" in details
+
+
 def test_another_tenants_event_details_are_not_found(owner_client, other_tenant):
     from usage.models import UsageEvent
 
