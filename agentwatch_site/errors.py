@@ -8,7 +8,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
@@ -78,11 +78,9 @@ def error_body(*, type: str, code: str, message: str, fields: dict | None = None
 
 
 def json_error(*, status: int, type: str, code: str, message: str, fields: dict | None = None,
-               headers: dict | None = None) -> JsonResponse:
-    response = JsonResponse(error_body(type=type, code=code, message=message, fields=fields), status=status)
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
+               headers: dict | None = None) -> HttpResponse:
+    return json_response(error_body(type=type, code=code, message=message, fields=fields), status=status,
+                         headers=headers)
 
 
 def _flatten_fields(detail, prefix: str = "") -> dict[str, list[str]]:
@@ -181,8 +179,8 @@ def api_exception_handler(exc, context):
 def api_error_response(exc: Exception) -> HttpResponse:
     """The same envelope for the views dispatched without DRF (tenants.api_base.LeanDispatch)."""
     error = api_error(exc)
-    return json_response(error_body(type=error.type, code=error.code, message=error.message, fields=error.fields),
-                         status=error.status, headers=_error_headers(error))
+    return json_error(status=error.status, type=error.type, code=error.code, message=error.message,
+                      fields=error.fields, headers=_error_headers(error))
 
 
 def json_response(data, *, status: int = 200, headers: dict | None = None) -> HttpResponse:

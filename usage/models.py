@@ -159,18 +159,26 @@ class DailySpend(models.Model):
         indexes = [models.Index(fields=["tenant", "team_name", "day"], name="dailyspend_tenant_team_day")]
 
 
-class MonthlyTeamSpend(models.Model):
-    """Roll-up per tenant-local calendar month × team: the month-to-date spend a budget check reads as one row
-    (the sum of the month's DailySpend rows for the team, kept in the same recording transaction). team_name ""
-    means unallocated. `month` is the first day of the month."""
+class TeamSpendRollup(models.Model):
+    """What a per-period, per-team roll-up keeps: events and cost. team_name "" means unallocated."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
-    month = models.DateField()
     team_name = models.CharField(max_length=100, blank=True, default="")
     events = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(default=Decimal("0"), **MONEY)
 
     objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class MonthlyTeamSpend(TeamSpendRollup):
+    """Roll-up per tenant-local calendar month × team: the month-to-date spend a budget check reads as one row
+    (the sum of the month's DailySpend rows for the team, kept in the same recording transaction). `month` is the
+    first day of the month."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    month = models.DateField()
 
     class Meta:
         constraints = [
@@ -179,16 +187,11 @@ class MonthlyTeamSpend(models.Model):
         ]
 
 
-class HourlySpend(models.Model):
-    """Roll-up per UTC hour × team, for spend-spike detection. team_name "" means unallocated."""
+class HourlySpend(TeamSpendRollup):
+    """Roll-up per UTC hour × team, for spend-spike detection."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     hour = models.DateTimeField()
-    team_name = models.CharField(max_length=100, blank=True, default="")
-    events = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(default=Decimal("0"), **MONEY)
-
-    objects = TenantQuerySet.as_manager()
 
     class Meta:
         constraints = [

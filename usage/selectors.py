@@ -26,9 +26,14 @@ def ingest_lag_seconds() -> float:
     return round(max(0.0, (timezone.now() - oldest).total_seconds()), 3)
 
 
+def quarantined_event_list(*, tenant: Tenant | None = None) -> QuerySet[UsageEvent]:
+    """Events set aside because recording them failed (normally none; a small partial index serves it)."""
+    events = UsageEvent.objects.exclude(record_error="")
+    return events.filter(tenant=tenant) if tenant is not None else events
+
+
 def quarantined_event_count() -> int:
-    """Events set aside because recording them failed (normally 0; a small partial index serves it)."""
-    return UsageEvent.objects.exclude(record_error="").count()
+    return quarantined_event_list().count()
 
 
 def session_state_get(*, tenant: Tenant, session_id: str) -> SessionState | None:

@@ -24,6 +24,7 @@ from agentwatch_site.dates import hour_floor, month_start, tenant_day
 from tenants.models import Team, Tenant
 from tenants.services import team_get_or_create
 from usage.models import Anomaly, DailySpend, HourlySpend, MonthlyTeamSpend, SessionState, UsageEvent
+from usage.selectors import quarantined_event_list
 from usage.services.bulk import update_rows
 from usage.services.loops import runaway_loop_window
 from usage.services.pricing import event_cost, price_table
@@ -182,10 +183,7 @@ def event_quarantine(*, event_id: int, error: str, now: datetime.datetime | None
 
 def events_quarantine_retry(*, tenant: Tenant | None = None) -> int:
     """Put quarantined events back in the queue (after the cause was fixed); the next run records them."""
-    events = UsageEvent.objects.exclude(record_error="")
-    if tenant is not None:
-        events = events.filter(tenant=tenant)
-    return events.update(recorded_at=None, record_error="", cost_usd=None, priced_by="")
+    return quarantined_event_list(tenant=tenant).update(recorded_at=None, record_error="", cost_usd=None, priced_by="")
 
 
 @contextmanager

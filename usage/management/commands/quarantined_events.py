@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.models import Tenant
-from usage.models import UsageEvent
+from usage.selectors import quarantined_event_list
 from usage.services.ingest import recorder_wake
 from usage.services.recording import events_quarantine_retry
 
@@ -23,9 +23,7 @@ class Command(BaseCommand):
             scope = Tenant.objects.filter(slug=tenant).first()
             if scope is None:
                 raise CommandError(f"No tenant with slug {tenant!r}.")
-        events = UsageEvent.objects.exclude(record_error="").select_related("tenant").order_by("id")
-        if scope is not None:
-            events = events.filter(tenant=scope)
+        events = quarantined_event_list(tenant=scope).select_related("tenant").order_by("id")
         count = events.count()
         if not count:
             self.stdout.write(self.style.SUCCESS("No quarantined events."))
