@@ -50,8 +50,15 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A agentwatch_site beat --loglevel=INFO --schedule var/celerybeat-schedule
 
+# Every benchmark in turn against the local PostgreSQL and Redis (needs wrk: apt-get install wrk). Long: pages
+# and retention each generate 1,000,000 events. BENCH_ARGS=--write records the figures in bench/RESULTS.md.
+BENCH_ARGS ?=
 bench: install
-	$(PY) bench/run_all.py
+	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk"; exit 1; }
+	$(PY) bench/ingest.py --worker-concurrency 2 $(BENCH_ARGS)
+	$(PY) bench/budget_check.py $(BENCH_ARGS)
+	$(PY) bench/pages.py $(BENCH_ARGS)
+	$(PY) bench/retention.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var test-artifacts

@@ -71,7 +71,9 @@ def _load(field: models.Field, value):
         parsed = datetime.datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError
-        return parsed
+        # In UTC: Python takes offsets PostgreSQL refuses (beyond ±15:59), and a year-1 or year-9999 value may
+        # not fit once moved (OverflowError: a 400 as well).
+        return parsed.astimezone(datetime.UTC)
     if isinstance(field, models.DateField):
         return datetime.date.fromisoformat(value)
     if isinstance(field, (models.IntegerField, models.AutoField)):

@@ -129,7 +129,9 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, Celery --------------------------------------------------------------------------------
-REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.5)
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.5, minimum=0.01, maximum=60)
+# After a Redis call times out, a process skips the optional ones for this long (agentwatch_site/redis_guard.py).
+REDIS_BACKOFF_SECONDS = env_float("REDIS_BACKOFF_SECONDS", 5.0, minimum=0, maximum=300)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -225,6 +227,8 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+# A stale token (signed in or out in another tab) gets a styled "reload" page, or an htmx banner.
+CSRF_FAILURE_VIEW = "tenants.views.csrf_failure"
 if HTTPS:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
@@ -257,7 +261,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.HasApiScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["agentwatch_site.parsers.JSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "agentwatch_site.negotiation.ContentNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "agentwatch_site.openapi.AgentWatchAutoSchema",

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from agentwatch_site.errors import NotFound, json_response, validation_error
 from agentwatch_site.pagination import paginate
+from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from agentwatch_site.serializers import page_of
 from budgets.selectors import (
     alert_list,
@@ -163,15 +164,17 @@ class TeamBudgetCheckApi(LeanDispatch, TenantApi):
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def raw_query_params(query_string: str) -> dict[str, str]:
+def raw_query_params(query_string: str) -> tuple[dict[str, str], dict[str, bytes]]:
     """Split the raw query string on "&" and "=" and percent-decode each part, keeping "+" a plus: aw-sdk
     builds the URL with an f-string and does not escape the session id, and ingest stored the id from JSON.
-    The first occurrence of a name wins. Undecodable UTF-8 raises UnicodeDecodeError."""
+    The first occurrence of a name wins. Returns the decoded values and the values as sent. Undecodable UTF-8
+    raises UnicodeDecodeError."""
     try:
         raw = query_string.encode("latin-1")  # WSGI carries the bytes as latin-1 text (PEP 3333)
     except UnicodeEncodeError:
         raw = query_string.encode("utf-8")
     params: dict[str, str] = {}
+    sent: dict[str, bytes] = {}
     for part in raw.split(b"&"):
         if not part:
             continue
@@ -179,7 +182,28 @@ def raw_query_params(query_string: str) -> dict[str, str]:
         name_text = unquote_to_bytes(name).decode("utf-8")
         if name_text not in params:
             params[name_text] = unquote_to_bytes(value).decode("utf-8")
-    return params
+            sent[name_text] = value
+    return params, sent
+
+
+# What httpx (aw-sdk's client) escapes itself in an unescaped query: a space, `"`, `<`, `>` and every non-ASCII
+# byte. Any other %XX in what aw-sdk sends was typed into the session id.
+_CLIENT_ESCAPE = re.compile(rb"%(20|22|3C|3E|[89A-F][0-9A-F])")
+
+
+def sdk_literal_session_id(sent: bytes) -> str | None:
+    """The session id as aw-sdk had it when it differs from the plain percent-decoding: only the escapes httpx
+    adds are decoded, so an id such as `%41-run` stays `%41-run` (decoded, it would be another session, `A-run`).
+    None when both readings agree (no other %XX) or when this reading is not UTF-8."""
+    if b"%" not in sent:
+        return None
+    literal = _CLIENT_ESCAPE.sub(lambda match: bytes([int(match.group(1), 16)]), sent)
+    if literal == unquote_to_bytes(sent):
+        return None
+    try:
+        return literal.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _parse_limit(text: str | None, errors: dict) -> Decimal | None:
@@ -231,7 +255,8 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
         parameters=[
             OpenApiParameter("session_id", str, required=True,
                              description="Printable, up to 200 characters; `+` is a plus. `&` and `#` cannot "
-                                         "be part of an id sent unescaped."),
+                                         "be part of an id sent unescaped. A %XX that a client would not have "
+                                         "escaped itself is first matched as typed (e.g. `%41-run`)."),
             OpenApiParameter("limit_usd", float, required=True, description="Session budget in USD, ≥ 0."),
             OpenApiParameter("team", str, description="Team to check too (default: the session's team)."),
         ],
@@ -240,7 +265,7 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
     def get(self, request):
         errors: dict[str, list[str]] = {}
         try:
-            params = raw_query_params(request.META.get("QUERY_STRING", ""))
+            params, sent = raw_query_params(request.META.get("QUERY_STRING", ""))
         except UnicodeDecodeError:
             raise validation_error({"non_field_errors": ["The query string is not valid UTF-8."]}) from None
         session_id = params.get("session_id", "")
@@ -256,12 +281,20 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
             errors["team"] = ["Must be at most 100 characters, without control characters."]
         if errors:
             raise validation_error(errors)
+        literal = sdk_literal_session_id(sent["session_id"])
+        if literal is not None and (len(literal) > 200 or not literal.isprintable()):
+            literal = None
 
-        result = session_budget_check(tenant=request.tenant, session_id=session_id, limit_usd=limit, team_name=team)
+        result = session_budget_check(tenant=request.tenant, session_id=session_id, limit_usd=limit, team_name=team,
+                                      literal_session_id=literal)
         # aw-sdk sends the same limit on every call: once the recorder has copied it into the session's state,
         # there is nothing left to remember. (A session alternating limits shows the latest one a call late.)
         if result.pop("stored_last_limit_usd") != limit:
-            _remember_limit(request.tenant.pk, session_id, limit)
+            _remember_limit(request.tenant.pk, result["session_id"], limit)
+            if literal is not None and result["session_id"] != literal:
+                # No state under the id as typed yet: aw-sdk's events will be stored (and the limit looked up)
+                # under that one.
+                _remember_limit(request.tenant.pk, literal, limit)
         return json_response(_as_numbers(result))
 
 
@@ -277,10 +310,13 @@ def _as_numbers(result: dict) -> dict:
 def _remember_limit(tenant_id: int, session_id: str, limit: Decimal) -> None:
     """The last limit per session is shown on Sessions; the recorder copies it into SessionState, so this path
     writes nothing to the database. A cache outage only loses that display value."""
+    if redis_skipped():
+        return
     try:
         cache.set(last_limit_cache_key(tenant_id, session_id), str(limit),
                   timeout=int(SESSION_TTL.total_seconds()))
     except Exception as exc:
+        redis_failed(exc)
         logger.warning("could not remember session limit error=%s", type(exc).__name__)
 
 

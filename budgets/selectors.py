@@ -100,7 +100,7 @@ def budget_status(budget: TeamBudget, spend: Decimal) -> dict:
 def alert_list(*, tenant: Tenant, team_name: str | None = None) -> QuerySet[BudgetAlert]:
     alerts = BudgetAlert.objects.for_tenant(tenant).select_related("team")
     if team_name:
-        alerts = alerts.filter(team__name__iexact=team_name)
+        alerts = alerts.filter(team__name__iexact=Team.clean_name(team_name))
     return alerts.order_by("-created_at", "-id")
 
 
@@ -126,16 +126,19 @@ def _check_sql() -> dict[str, str]:
     team, monthly = Team._meta.db_table, MonthlyTeamSpend._meta.db_table
     spend = (f"(SELECT m.cost_usd FROM {monthly} m "  # noqa: S608
              f"WHERE m.tenant_id = %s AND m.month = %s AND m.team_name = t.name)")
+    # The session (unique tenant + session id), its team's budget (LEFT JOINs on unique keys) and that team's
+    # month-to-date spend (the unique (tenant, month, team_name) index).
+    session_read = (
+        f"SELECT s.session_id, s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, "  # noqa: S608
+        f"s.last_limit_usd, t.name, b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, {spend} "
+        f"FROM {session} s LEFT JOIN {budget} b ON b.team_id = s.team_id "
+        f"LEFT JOIN {team} t ON t.id = b.team_id "
+    )
     return {
-        # The session (unique tenant + session id), its team's budget (LEFT JOINs on unique keys) and that team's
-        # month-to-date spend (the unique (tenant, month, team_name) index).
-        "session": (
-            f"SELECT s.spent_usd, CASE WHEN s.expires_at > %s THEN 1 ELSE 0 END, s.last_limit_usd, "  # noqa: S608
-            f"t.name, b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, {spend} "
-            f"FROM {session} s LEFT JOIN {budget} b ON b.team_id = s.team_id "
-            f"LEFT JOIN {team} t ON t.id = b.team_id "
-            f"WHERE s.tenant_id = %s AND s.session_id = %s"
-        ),
+        "session": session_read + "WHERE s.tenant_id = %s AND s.session_id = %s",
+        # The same for an id aw-sdk may have sent with a literal %XX in it: the id as typed, else as decoded.
+        "session_either": (session_read + "WHERE s.tenant_id = %s AND s.session_id IN (%s, %s) "
+                           "ORDER BY s.session_id = %s DESC LIMIT 1"),
         # A team's budget by name, ignoring case as the team's unique (tenant, lower(name)) index does.
         "team": (
             f"SELECT t.name, b.monthly_budget_usd, b.alert_threshold_pct, b.hard_stop, {spend} "  # noqa: S608
@@ -158,33 +161,44 @@ def _team_budget(name, budget, threshold, hard_stop, spend) -> dict:
 def budget_for_check(*, tenant: Tenant, team_name: str, now: datetime.datetime | None = None) -> dict | None:
     """A team's budget and month-to-date spend as plain values, in one indexed query; None when the team is
     unknown or has no budget."""
-    row = fetch_one(_check_sql()["team"], [*_month_params(tenant, now or timezone.now()), tenant.pk, team_name])
+    row = fetch_one(_check_sql()["team"], [*_month_params(tenant, now or timezone.now()), tenant.pk,
+                                           Team.clean_name(team_name)])
     return _team_budget(*row) if row is not None else None
 
 
-def _session_with_team_budget(tenant: Tenant, session_id: str, now: datetime.datetime) -> tuple[dict | None,
-                                                                                              dict | None]:
-    params = [connection.ops.adapt_datetimefield_value(now), *_month_params(tenant, now), tenant.pk, session_id]
-    row = fetch_one(_check_sql()["session"], params)
+def _session_with_team_budget(tenant: Tenant, session_id: str, now: datetime.datetime,
+                              literal_session_id: str | None = None) -> tuple[dict | None, dict | None]:
+    params = [connection.ops.adapt_datetimefield_value(now), *_month_params(tenant, now), tenant.pk]
+    if literal_session_id is None:
+        row = fetch_one(_check_sql()["session"], [*params, session_id])
+    else:
+        row = fetch_one(_check_sql()["session_either"],
+                        [*params, literal_session_id, session_id, literal_session_id])
     if row is None:
         return None, None
-    spent, active, last_limit, *team = row
-    state = {"spent_usd": _decimal(spent, "1e-10"), "active": bool(active),
+    found_id, spent, active, last_limit, *team = row
+    state = {"session_id": found_id, "spent_usd": _decimal(spent, "1e-10"), "active": bool(active),
              "last_limit_usd": _decimal(last_limit, "1e-10")}
     return state, (_team_budget(*team) if team[1] is not None else None)
 
 
 def session_budget_check(*, tenant: Tenant, session_id: str, limit_usd: Decimal, team_name: str | None = None,
-                         now: datetime.datetime | None = None) -> dict:
+                         literal_session_id: str | None = None, now: datetime.datetime | None = None) -> dict:
     """The aw-sdk pre-call check (PRODUCT.md §4). Reads only: one query as aw-sdk calls it (the session's state
     joined to its team's budget, with the month spend as an indexed subquery); a second when `team_name` is
     given (that team's budget and month spend, which then replaces the session's team).
 
     The session limit comes first (reason `session_budget`); then a hard-stop team at or over its budget
     blocks (reason `team_budget`, with the team's spend and budget). An alert-only team over budget does not
-    block; `team.status` says so. Money stays Decimal here."""
+    block; `team.status` says so. Money stays Decimal here.
+
+    `literal_session_id`: the id as aw-sdk typed it when the URL's %XX escapes may be part of it (see
+    budgets.api.sdk_literal_session_id); a session stored under it wins over one under the decoded id, in the
+    same single read."""
     now = now or timezone.now()
-    state, team = _session_with_team_budget(tenant, session_id, now)
+    state, team = _session_with_team_budget(tenant, session_id, now, literal_session_id)
+    if state is not None:
+        session_id = state["session_id"]
     if team_name:
         # The named team replaces the session's own only when it has a budget: a typo in `team=` must not hide
         # the session's hard-stop team.

@@ -181,9 +181,16 @@ def budget_row(request, budget_id: int):
 def budget_edit(request, budget_id: int):
     budget = _row_budget(request, budget_id)
     data = _form_data(request.POST, team=budget.team.name)
+    # Editing, a cleared threshold is a mistake to point out, not a request for the default (80 %); a form
+    # without the field keeps the current one.
+    threshold_missing = "alert_threshold_pct" in request.POST and "alert_threshold_pct" not in data
+    data.setdefault("alert_threshold_pct", budget.alert_threshold_pct)
     serializer = BudgetInputSerializer(data=data)
-    if not serializer.is_valid():
-        context = {"b": budget, "form_values": request.POST.dict(), "form_errors": _errors(serializer)}
+    if not serializer.is_valid() or threshold_missing:
+        errors = _errors(serializer)
+        if threshold_missing:
+            errors["alert_threshold_pct"] = ["Required: the percent of the budget (1–100) at which to alert."]
+        context = {"b": budget, "form_values": request.POST.dict(), "form_errors": errors}
         if request.htmx:
             response = render(request, "budgets/_budget_edit_row.html", context, status=400)
             return reswap(retarget(response, f"#budget-{budget.pk}"), "outerHTML")

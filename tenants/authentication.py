@@ -7,6 +7,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from tenants.keys import KEY_PREFIX
 from tenants.selectors import api_key_by_secret
 
@@ -64,6 +65,8 @@ def _touch_at_most_once_a_minute(key, now) -> None:
     moment = time.monotonic()
     if moment - _touched_here.get(key.pk, -TOUCH_INTERVAL_SECONDS) < TOUCH_INTERVAL_SECONDS:
         return
+    if redis_skipped():
+        return  # the next request after the gap tries again
     _touched_here[key.pk] = moment
     from tenants.tasks import api_key_touch_task
 
@@ -71,4 +74,5 @@ def _touch_at_most_once_a_minute(key, now) -> None:
         if cache.add(f"keytouch:{key.pk}", 1, timeout=TOUCH_INTERVAL_SECONDS):
             api_key_touch_task.delay(key.pk, now.isoformat())
     except Exception as exc:
+        redis_failed(exc)
         logger.warning("could not schedule api key touch key_prefix=%s error=%s", key.prefix, type(exc).__name__)

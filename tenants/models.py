@@ -117,6 +117,12 @@ class Team(models.Model):
     def __str__(self):
         return self.name
 
+    @staticmethod
+    def clean_name(name: str) -> str:
+        """A team name as it is stored and looked up: without surrounding whitespace, so `"ops "` from an event, a
+        budget and a URL all mean the team `ops` (then matched ignoring case)."""
+        return name.strip()
+
 
 class RejectedTelemetry(models.Model):
     """Telemetry refused per tenant per day and reason, so the dashboard can say what was lost."""

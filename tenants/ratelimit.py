@@ -9,7 +9,8 @@ sending 1,000 requests/s costs 20 Redis round trips a second, not 1,000. The pri
 did not use before the minute ended are lost to the others, so a tenant may be refused up to 0.1 % of its limit
 per process early (only when its traffic stops reaching some processes), and /v1/me counts leased numbers as
 used. If the cache is unreachable the request is let through and the failure logged: losing telemetry is worse
-than a missed limit.
+than a missed limit. After a timeout (a hung Redis) the process lets requests through without asking for
+REDIS_BACKOFF_SECONDS (agentwatch_site/redis_guard.py), so the limit is not counted for that long.
 """
 
 import logging
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle
 
+from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -56,9 +58,12 @@ def rate_limit_hit(*, tenant: Tenant, bucket: str) -> RateDecision:
     window, retry_after = _window(time.time())
     if limit == 0:
         return RateDecision(allowed=True, limit=0, count=0, retry_after=retry_after)
+    if redis_skipped():
+        return RateDecision(allowed=True, limit=limit, count=0, retry_after=retry_after)
     try:
         count = _next_number(tenant.pk, bucket, window, limit)
     except Exception as exc:
+        redis_failed(exc)
         logger.warning("rate limiter unavailable, letting request through tenant=%s error=%s",
                        tenant.slug, type(exc).__name__)
         return RateDecision(allowed=True, limit=limit, count=0, retry_after=retry_after)

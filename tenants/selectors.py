@@ -62,6 +62,7 @@ def api_key_is_active(key: ApiKey, *, now: datetime.datetime | None = None) -> b
 def team_by_name(*, tenant: Tenant, name: str) -> Team | None:
     """Case-insensitive, with the database's own lower() — the expression of the unique constraint — so a name
     the constraint calls a duplicate is always found (iexact compares upper(), which differs for some letters)."""
+    name = Team.clean_name(name)
     return (Team.objects.for_tenant(tenant).annotate(lowered=Lower("name"))
             .filter(lowered=Lower(Value(name, output_field=CharField()))).first())
 

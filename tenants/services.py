@@ -82,7 +82,8 @@ def api_key_touch(*, key_id: int, used_at: datetime.datetime) -> None:
 
 
 def team_get_or_create(*, tenant: Tenant, name: str) -> tuple[Team, bool]:
-    """Teams are unique per tenant ignoring case; the first spelling seen is kept."""
+    """Teams are unique per tenant ignoring case and surrounding whitespace; the first spelling seen is kept."""
+    name = Team.clean_name(name)
     team = team_by_name(tenant=tenant, name=name)
     if team is not None:
         return team, False
@@ -125,11 +126,19 @@ def _owner_count_locked(tenant_id: int) -> int:
 
 @transaction.atomic
 def membership_add(*, tenant: Tenant, user, role: str) -> Membership:
-    """Adds an existing user (or changes their role if already a member, keeping the last-owner rule)."""
+    """Adds an existing user. Someone already a member is refused (409): "add" must not quietly change a role,
+    that is membership_change_role's job."""
+    if role not in Membership.Role.values:
+        raise InvalidRequest("Role must be owner, admin or viewer.", code="validation_error")
     existing = Membership.objects.filter(tenant=tenant, user=user).first()
-    if existing is not None:
-        return membership_change_role(membership=existing, role=role)
-    return Membership.objects.create(tenant=tenant, user=user, role=role)
+    if existing is None:
+        try:
+            with transaction.atomic():
+                return Membership.objects.create(tenant=tenant, user=user, role=role)
+        except IntegrityError:  # added by someone else just now
+            existing = Membership.objects.get(tenant=tenant, user=user)
+    raise ApiError(f"{user.get_username()} is already a member ({existing.get_role_display().lower()}). Change "
+                   f"their role with the selector in the Members table below.", code="already_member", status=409)
 
 
 @transaction.atomic

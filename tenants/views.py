@@ -3,17 +3,22 @@ helpers every app's views share: who may see a page, who may write, full page or
 
 import functools
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from agentwatch_site.errors import ApiError
+from agentwatch_site.errors import ApiError, json_error
+from agentwatch_site.middleware import is_api_path
 from tenants.forms import ApiKeyCreateForm, MemberAddForm, MemberRoleForm, ThrottledLoginForm, WebhookCreateForm
 from tenants.middleware import SESSION_TENANT_KEY
 from tenants.models import ApiKey, Membership, WebhookDelivery, WebhookEndpoint
@@ -32,32 +37,116 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 # --- Page helpers shared by tenants, usage and budgets views ----------------------------------------------
 
+# The organisation a page was rendered for: htmx sends it as a header (hx-headers on <body>), plain forms as a
+# hidden field. A request without either (an old page, a script) is served for the session's organisation.
+PAGE_TENANT_HEADER = "X-AgentWatch-Tenant"
+PAGE_TENANT_FIELD = "page_tenant"
+BANNER_TARGET = "#page-banner"
+
+
+def banner_response(request, message: str, *, status: int, link: str | None = None):
+    """For htmx: `message` in the page's one error banner (app.js shows it), whatever the request targeted."""
+    html = render_to_string("_banner.html", {"message": message, "link": link}, request=request)
+    return reswap(retarget(HttpResponse(html, status=status), BANNER_TARGET), "innerHTML")
+
+
+def _stale_tenant_response(request, page_tenant: str):
+    """The page was rendered for another organisation than the session's (switched in another tab): act on
+    neither. A stale live poll gets 286, which stops htmx polling."""
+    rendered_for = next((m.tenant for m in request.memberships if str(m.tenant_id) == page_tenant), None)
+    page_name = rendered_for.name if rendered_for else "another organisation"
+    message = (f"This page shows {page_name}, but you have since switched to {request.tenant.name} "
+               f"(in another tab or window). Nothing was changed. Reload the page to continue.")
+    if request.htmx and not request.htmx.history_restore_request:
+        status = 286 if request.method in SAFE_METHODS else 409
+        return banner_response(request, message, status=status, link=_page_path(request))
+    return render(request, "stale_page.html", {"message": message, "reload_url": _reload_url(request)},
+                  status=409)
+
+
+def _reload_url(request) -> str:
+    """Where "Reload" goes from a refused request: the page it came from (a POST's URL may have no page)."""
+    if request.method in SAFE_METHODS:
+        return request.get_full_path()
+    referer = request.headers.get("Referer", "")
+    if referer and url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()},
+                                                   require_https=request.is_secure()):
+        return referer
+    return settings.LOGIN_URL if request.path == settings.LOGIN_URL else "/"
+
+
+def _page_path(request) -> str:
+    """The path of the page an htmx request came from (HX-Current-URL, sent by the client): a path on this site,
+    else "/" (django-htmx reduces https://host//evil.example/x to //evil.example/x, a link off the site)."""
+    path = request.htmx.current_url_abs_path or "/"
+    if path.startswith("/") and url_has_allowed_host_and_scheme(path, allowed_hosts={request.get_host()},
+                                                                require_https=request.is_secure()):
+        return path
+    return "/"
+
+
+def _page_tenant(request) -> str:
+    value = request.headers.get(PAGE_TENANT_HEADER, "")
+    if not value and request.method not in SAFE_METHODS:
+        value = request.POST.get(PAGE_TENANT_FIELD, "")
+    return value.strip()
+
+
 def member_required(view=None, *, owner_only: bool = False):
     """Signed-in member of a tenant. Writes (any unsafe method) need owner/admin; viewers get the 403 page.
-    `owner_only` pages refuse admins and viewers alike, for reading too."""
+    `owner_only` pages refuse admins and viewers alike, for reading too. A request from a page rendered for
+    another organisation than the session's is refused (see PAGE_TENANT_HEADER)."""
 
     def decorate(func):
         @functools.wraps(func)
         def wrapper(request, *args, **kwargs):
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
+                return _sign_in_redirect(request)
             if request.tenant is None:
                 return render(request, "tenants/no_tenant.html", status=403)
+            page_tenant = _page_tenant(request)
+            if page_tenant and page_tenant != str(request.tenant.pk):
+                return _stale_tenant_response(request, page_tenant)
             if owner_only and request.membership.role != Membership.Role.OWNER:
                 raise PermissionDenied
             if request.method not in SAFE_METHODS and not request.membership.can_write:
                 raise PermissionDenied
             return func(request, *args, **kwargs)
 
-        return vary_on_headers("HX-Request")(wrapper)
+        return vary_on_headers("HX-Request", "HX-History-Restore-Request")(wrapper)
 
     return decorate(view) if view is not None else decorate
 
 
+def _sign_in_redirect(request):
+    """htmx would swap the sign-in page into whatever element asked; the browser must go there instead, and
+    come back to the page (not the fragment's URL) afterwards."""
+    if request.htmx and not request.htmx.history_restore_request:
+        back_to = _page_path(request)
+        login_url = redirect_to_login(back_to)["Location"]
+        return HttpResponseClientRedirect(login_url)
+    return redirect_to_login(request.get_full_path())
+
+
 def render_page(request, template: str, context: dict, *, fragment: str | None = None, status: int = 200):
-    """The full page, or only `fragment` when htmx asks (the same view serves both, as django-htmx shows)."""
-    use_fragment = fragment is not None and request.htmx and not request.htmx.boosted
+    """The full page, or only `fragment` when htmx asks (the same view serves both, as django-htmx shows).
+    History restore (Back after the cached page was evicted) swaps the answer into <body>: the full page."""
+    use_fragment = (fragment is not None and request.htmx and not request.htmx.boosted
+                    and not request.htmx.history_restore_request)
     return render(request, fragment if use_fragment else template, context, status=status)
+
+
+def csrf_failure(request, reason: str = ""):
+    """settings.CSRF_FAILURE_VIEW: a stale token (signed in or out in another tab, a page left open across a
+    sign-in) says so and offers a reload, instead of Django's bare page or a misleading "not allowed"."""
+    if is_api_path(request.path):
+        return json_error(status=403, type="invalid_request_error", code="csrf_failed",
+                          message="CSRF verification failed.")
+    message = "This page is out of date (you may have signed in or out in another tab). Reload it and try again."
+    if request.htmx:
+        return banner_response(request, message, status=403, link=_page_path(request))
+    return render(request, "stale_page.html", {"message": message, "reload_url": _reload_url(request)},
+                  status=403)
 
 
 def safe_next(request, fallback: str = "/") -> str:
@@ -77,7 +166,13 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    pass
+    """Signing out is a POST (a link or a prefetch must not sign anyone out); /logout/ typed in the address bar
+    gets a page with the button instead of an empty 405."""
+
+    http_method_names = ["get", "post", "options"]
+
+    def get(self, request, *args, **kwargs):
+        return render(request, "registration/logout_confirm.html")
 
 
 @require_POST
@@ -134,13 +229,18 @@ def _members_context(request, add_form=None, error=None):
 
 @member_required(owner_only=True)
 def members(request):
+    """Adds a member. Someone already in the organisation is refused with a pointer to their role selector:
+    "Add" silently changing a role (or demoting the last owner) is not what the person asked for."""
     form = MemberAddForm(request.POST or None)
     status = 200
     if request.method == "POST":
         if form.is_valid():
-            membership_add(tenant=request.tenant, user=form.user, role=form.cleaned_data["role"])
-            form = None
-        else:
+            try:
+                membership_add(tenant=request.tenant, user=form.user, role=form.cleaned_data["role"])
+                form = None
+            except ApiError as exc:
+                form.add_error("identifier", exc.message)
+        if form is not None:
             status = 400
     return render_page(request, "tenants/members.html", _members_context(request, form),
                        fragment="tenants/_members_panel.html", status=status)

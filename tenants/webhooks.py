@@ -198,6 +198,13 @@ def _enqueue_after_commit(delivery_id: int) -> None:
     transaction.on_commit(send)
 
 
+def slack_text(text: str) -> str:
+    """`text` as Slack's message formatting expects it: `&`, `<` and `>` escaped, so a session id or team name
+    such as `<!channel>` or `<https://evil|log in>` shows as typed instead of pinging a channel or hiding a
+    link. (Names and ids are in `data` unescaped.)"""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def webhook_event_emit(*, tenant: Tenant, event_type: str, text: str, data: dict,
                        event_id: str | None = None) -> list[WebhookDelivery]:
     """One delivery per enabled endpoint subscribed to `event_type`; idempotent per endpoint and event id (by
@@ -209,8 +216,8 @@ def webhook_event_emit(*, tenant: Tenant, event_type: str, text: str, data: dict
                  if event_type in e.event_types]
     if not endpoints:
         return []
-    payload = {"id": event_id, "type": event_type, "created_at": timezone.now().isoformat(), "text": text,
-               "data": data}
+    payload = {"id": event_id, "type": event_type, "created_at": timezone.now().isoformat(),
+               "text": slack_text(text), "data": data}
     deliveries = []
     with transaction.atomic():
         for endpoint in endpoints:
@@ -228,7 +235,7 @@ def webhook_test_send(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
     """A `test` event, attempted once right away (no retries); the delivery shows what happened."""
     payload = {
         "id": "evt_" + secrets.token_hex(16), "type": TEST_EVENT, "created_at": timezone.now().isoformat(),
-        "text": f"AgentWatch test event for {endpoint.description or endpoint.url}.",
+        "text": slack_text(f"AgentWatch test event for {endpoint.description or endpoint.url}."),
         "data": {"endpoint_id": endpoint.pk},
     }
     delivery = WebhookDelivery.objects.create(

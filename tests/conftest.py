@@ -37,6 +37,7 @@ def clear_cache() -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
+    from agentwatch_site.redis_guard import redis_guard_reset
     from tenants.authentication import _touched_here
     from tenants.ratelimit import rate_limit_leases_forget
     from tenants.selectors import api_key_cache_forget
@@ -47,6 +48,7 @@ def _fresh_cache():
     recorder_wake_forget()
     rate_limit_leases_forget()
     _touched_here.clear()
+    redis_guard_reset()
     yield
 
 

@@ -1,4 +1,3 @@
-import csv
 import datetime
 import re
 from decimal import Decimal
@@ -25,6 +24,7 @@ from agentwatch_site.openapi import error_response
 from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
 from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.services import rejected_telemetry_count
+from usage.csv_export import csv_cell, csv_lines
 from usage.filters import IsoDateTimeFormField
 from usage.models import UsageEvent
 from usage.selectors import (
@@ -48,7 +48,9 @@ class IngestEventDoc(serializers.Serializer):
     model = serializers.CharField(max_length=200, help_text="Model name, e.g. gpt-4o. Required.")
     prompt_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
     completion_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
-    latency_ms = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
+    latency_ms = serializers.IntegerField(
+        min_value=-(10**9), max_value=10**9, required=False, allow_null=True,
+        help_text="A negative value (aw-sdk times calls with the wall clock, which can step back) is stored as 0.")
     identified_risks = serializers.ListField(child=serializers.RegexField(r"^[A-Z][A-Z0-9_]{0,63}$"),
                                              required=False, allow_null=True, max_length=32)
     project = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
@@ -317,25 +319,8 @@ CSV_METRIC_COLUMNS = ["events", "prompt_tokens", "completion_tokens", "cost_usd"
 UNALLOCATED = "UNALLOCATED"
 
 
-class _Echo:
-    """csv.writer target that hands back each line instead of buffering it."""
-
-    def write(self, value):
-        return value
-
-
-def _csv_cell(value) -> str:
-    if isinstance(value, Decimal):
-        # Stored precision, plain digits: never 1E-7.
-        return format(value, "f")
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    return "" if value is None else str(value)
-
-
-def _chargeback_lines(rows, columns: list[str]):
-    writer = csv.writer(_Echo())
-    yield writer.writerow([*columns, *CSV_METRIC_COLUMNS])
+def _chargeback_rows(rows, columns: list[str]):
+    yield [*columns, *CSV_METRIC_COLUMNS]
     totals = {"events": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal("0")}
     source = {"day": "day", "team": "team_name", "project": "project", "model": "model"}
     for row in rows:
@@ -344,18 +329,18 @@ def _chargeback_lines(rows, columns: list[str]):
             value = row[source[column]]
             if column == "team" and not value:
                 value = UNALLOCATED
-            cells.append(_csv_cell(value))
+            cells.append(csv_cell(value))
         for metric in CSV_METRIC_COLUMNS:
             value = row[metric] or 0
             if metric == "cost_usd":
                 # Sums come back as the database gives them (SQLite: unscaled); costs keep 10 decimal places.
                 value = quantize_cost(Decimal(value))
             totals[metric] += value
-            cells.append(_csv_cell(value))
-        yield writer.writerow(cells)
+            cells.append(csv_cell(value))
+        yield cells
     label = ["TOTAL"] + [""] * (len(columns) - 1) if columns else []
     totals["cost_usd"] = quantize_cost(totals["cost_usd"])
-    yield writer.writerow([*label, *(_csv_cell(totals[m]) for m in CSV_METRIC_COLUMNS)])
+    yield [*label, *(csv_cell(totals[m]) for m in CSV_METRIC_COLUMNS)]
 
 
 class UsageExportCsvApi(TenantApi):
@@ -389,8 +374,9 @@ class UsageExportCsvApi(TenantApi):
         month_text = (request.query_params.get("month") or "").strip()
         if month_text:
             match = _MONTH.match(month_text)
-            if not match or int(match.group(1)) < 2000:
-                raise validation_error({"month": ["Must be a month as YYYY-MM (from 2000-01), e.g. 2026-11."]})
+            if not match or not 2000 <= int(match.group(1)) <= 9998:  # 9999-12 has no next month to end at
+                raise validation_error({"month": ["Must be a month as YYYY-MM between 2000-01 and 9998-12, "
+                                                  "e.g. 2026-11."]})
             month = datetime.date(int(match.group(1)), int(match.group(2)), 1)
         else:
             month = tenant_month_days(request.tenant)[0]
@@ -399,7 +385,8 @@ class UsageExportCsvApi(TenantApi):
         columns = [name for name in SUMMARY_DIMENSIONS if name in group_by]
         rows = spend_month_rows(tenant=request.tenant, month=month,
                                 group_by=None if len(columns) == len(SUMMARY_DIMENSIONS) else columns)
-        response = StreamingHttpResponse(_chargeback_lines(rows, columns), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(csv_lines(_chargeback_rows(rows, columns)),
+                                         content_type="text/csv; charset=utf-8")
         filename = f"agentwatch-{request.tenant.slug}-{month:%Y-%m}.csv"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
@@ -421,7 +408,9 @@ class SessionOutputSerializer(serializers.Serializer):
 
 
 class SessionListApi(TenantApi):
-    """GET /v1/sessions: sessions, most recently active first, in keyset pages."""
+    """GET /v1/sessions: sessions, newest first, in keyset pages. Pages follow the order the server first saw
+    the sessions in, which never changes: ordered by last activity instead, a session active during a walk
+    would jump to a page already read and be missed. `last_seen` is in every row for sorting by activity."""
 
     @extend_schema(
         operation_id="sessions_list",
@@ -444,7 +433,7 @@ class SessionListApi(TenantApi):
                 raise validation_error({name: [f"Must be at most {max_length} characters, without NUL."]})
             filters[name] = value or None
         sessions = session_list(tenant=request.tenant, **filters)
-        page = paginate(request, sessions, order=("-last_seen", "-id"))
+        page = paginate(request, sessions, order=("-id",))
         return Response({"results": SessionOutputSerializer(page["results"], many=True).data, "next": page["next"]})
 
 

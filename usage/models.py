@@ -129,6 +129,8 @@ class SessionState(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "-last_seen", "-id"], name="session_tenant_last_seen"),
+            # GET /v1/sessions pages by creation (immutable), so a walk over the pages misses no session.
+            models.Index(fields=["tenant", "-id"], name="session_tenant_newest"),
             models.Index(fields=["expires_at"], name="session_expires"),
         ]
 

@@ -89,7 +89,7 @@ def spend_month_rows(*, tenant: Tenant, month: datetime.date, group_by: list[str
 def session_list(*, tenant: Tenant, team: str | None = None, project: str | None = None) -> QuerySet[SessionState]:
     sessions = SessionState.objects.for_tenant(tenant).select_related("team")
     if team:
-        sessions = sessions.filter(team__name__iexact=team)
+        sessions = sessions.filter(team__name__iexact=Team.clean_name(team))
     if project:
         sessions = sessions.filter(project=project)
     return sessions.order_by("-last_seen", "-id")

@@ -1,8 +1,9 @@
 """Pages of the usage app: Activity (and its CSV), Sessions, a session, Anomalies, Settings → Pricing and
 Retention. Every list reads an indexed keyset page; spend figures come from the roll-ups."""
 
-import csv
 import datetime
+import json
+import re
 from decimal import Decimal
 
 from django import forms
@@ -18,6 +19,7 @@ from tenants.selectors import get_for_tenant_or_404, team_list
 from tenants.services import tenant_settings_update
 from tenants.views import member_required, render_page
 from usage.charts import render_svg, session_token_chart
+from usage.csv_export import csv_cell, csv_lines
 from usage.filters import EVENT_FILTER_PARAMS
 from usage.models import Anomaly, ModelPrice, PurgeRun, SessionState, UsageEvent
 from usage.selectors import event_list, session_iterations, session_list, unpriced_models_recent
@@ -64,6 +66,17 @@ def _live_mark(rows) -> str:
     return encode_cursor([newest.timestamp, newest.id] if newest else [_BEGINNING, 0])
 
 
+# A date input shows only YYYY-MM-DD; a date-time from the URL (?from=2026-11-25T09:30:00Z) is shown as text.
+_PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _team_choices(tenant, team: str) -> dict:
+    """The team select's options, and whether the URL's team is one of them (else it is shown as unknown,
+    not as "All teams" while the list is filtered by it)."""
+    teams = team_list(tenant=tenant)
+    return {"teams": teams, "team_known": any(t.name.lower() == team.lower() for t in teams)}
+
+
 # --- Activity --------------------------------------------------------------------------------------------
 
 @member_required
@@ -85,14 +98,16 @@ def activity(request):
         "filter_query": _query(filters),
         "next_query": _query(filters, cursor=page.next_cursor) if page.next_cursor else None,
         "live_query": _query(filters, after=_live_mark(page.items)) if not cursor else None,
-        "teams": team_list(tenant=request.tenant),
         "is_filtered": bool(filters),
+        "date_inputs": {name: "text" if filters.get(name) and not _PLAIN_DATE.match(filters[name]) else "date"
+                        for name in ("from", "to")},
+        **_team_choices(request.tenant, filters.get("team", "")),
     }
     status = 400 if errors else 200
     target = request.htmx.target if request.htmx else None
     if request.htmx and target == "activity-more":
         return render(request, "usage/_activity_rows_more.html", context)
-    return render_page(request, "usage/activity.html", context, fragment="usage/_activity_results.html",
+    return render_page(request, "usage/activity.html", context, fragment="usage/_activity_page.html",
                        status=status)
 
 
@@ -101,7 +116,10 @@ def activity(request):
 def event_detail(request, event_pk: int):
     """One event's details: the fragment an Activity row loads when it is first expanded, or a page of its own."""
     event = get_for_tenant_or_404(UsageEvent, tenant=request.tenant, pk=event_pk)
-    return render_page(request, "usage/event.html", {"e": event, "active_nav": "activity"},
+    # The metadata as JSON, the way the agent sent it (a dict would print as Python: True, None, quotes).
+    metadata_json = json.dumps(event.metadata, sort_keys=True, ensure_ascii=False) if event.metadata else ""
+    return render_page(request, "usage/event.html",
+                       {"e": event, "metadata_json": metadata_json, "active_nav": "activity"},
                        fragment="usage/_event_details.html")
 
 
@@ -124,33 +142,22 @@ def activity_live(request):
     return render(request, "usage/_activity_live.html", context)
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def _csv_text(value: str) -> str:
-    # A cell starting with = + - @ would run as a formula in a spreadsheet.
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 CSV_COLUMNS = ("timestamp", "event_id", "team", "project", "session_id", "iteration_index", "model", "provider",
                "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "status", "customer_id", "user_id",
                "feature_id", "identified_risks")
 
 
-def _csv_lines(rows):
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
+CSV_FIELDS = ("timestamp", "event_id", "team_name", "project", "session_id", "iteration_index", "model", "provider",
+              "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "status", "customer_id", "user_id",
+              "feature_id", "identified_risks")
+
+
+def _csv_rows(rows):
+    """Every cell through csv_cell: text defused, money in plain digits, times in ISO form."""
+    yield CSV_COLUMNS
     for row in rows:
-        yield writer.writerow([
-            row["timestamp"].isoformat(), _csv_text(row["event_id"]), _csv_text(row["team_name"]),
-            _csv_text(row["project"]), _csv_text(row["session_id"]), row["iteration_index"] or "",
-            _csv_text(row["model"]), _csv_text(row["provider"]), row["prompt_tokens"], row["completion_tokens"],
-            "" if row["cost_usd"] is None else format(row["cost_usd"], "f"), row["latency_ms"], row["status"],
-            _csv_text(row["customer_id"]), _csv_text(row["user_id"]), _csv_text(row["feature_id"]),
-            " ".join(row["identified_risks"] or []),
-        ])
+        yield [csv_cell(" ".join(row[field] or []) if field == "identified_risks" else row[field])
+               for field in CSV_FIELDS]
 
 
 @member_required
@@ -160,13 +167,9 @@ def activity_export(request):
     events, errors = _events_or_errors(request, filters)
     if errors:
         return redirect(f"/activity/?{_query(filters)}")
-    rows = events.values(
-        "timestamp", "event_id", "team_name", "project", "session_id", "iteration_index", "model", "provider",
-        "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "status", "customer_id", "user_id",
-        "feature_id", "identified_risks",
-    )[:CSV_MAX_ROWS].iterator(chunk_size=2000)
+    rows = events.values(*CSV_FIELDS)[:CSV_MAX_ROWS].iterator(chunk_size=2000)
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    response = StreamingHttpResponse(_csv_lines(rows), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(csv_lines(_csv_rows(rows)), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="agentwatch-activity-{request.tenant.slug}-{stamp}.csv"'
     return response
 
@@ -201,13 +204,13 @@ def sessions(request):
         state.bar_pct = min(Decimal("100"), state.pct_of_limit) if state.pct_of_limit is not None else None
     context = {
         "active_nav": "sessions", "sessions": page.items, "filters": filters, "over_limit": over_limit,
-        "flagged": flagged, "teams": team_list(tenant=tenant), "filter_query": _query(params),
+        "flagged": flagged, **_team_choices(tenant, filters["team"]), "filter_query": _query(params),
         "next_query": _query(params, cursor=page.next_cursor) if page.next_cursor else None,
         "now": timezone.now(),
     }
     if request.htmx and request.htmx.target == "sessions-more":
         return render(request, "usage/_session_rows_more.html", context)
-    return render_page(request, "usage/sessions.html", context, fragment="usage/_sessions_results.html")
+    return render_page(request, "usage/sessions.html", context, fragment="usage/_sessions_page.html")
 
 
 @member_required
@@ -270,13 +273,13 @@ def anomalies(request):
         page = keyset_page(rows, order=ANOMALY_ORDER, cursor=None, limit=ANOMALIES_PAGE_SIZE)
     context = {
         "active_nav": "anomalies", "anomalies": page.items, "kind": kind, "status": status, "team": team,
-        "kinds": Anomaly.Kind.choices, "statuses": Anomaly.Status.choices, "teams": team_list(tenant=tenant),
+        "kinds": Anomaly.Kind.choices, "statuses": Anomaly.Status.choices, **_team_choices(tenant, team),
         "filter_query": _query(params),
         "next_query": _query(params, cursor=page.next_cursor) if page.next_cursor else None,
     }
     if request.htmx and request.htmx.target == "anomalies-more":
         return render(request, "usage/_anomaly_rows_more.html", context)
-    return render_page(request, "usage/anomalies.html", context, fragment="usage/_anomalies_results.html")
+    return render_page(request, "usage/anomalies.html", context, fragment="usage/_anomalies_page.html")
 
 
 @member_required
@@ -286,7 +289,7 @@ def anomaly_ack(request, anomaly_id: int):
     anomaly = anomaly_acknowledge(anomaly=anomaly, by=f"user {request.user.get_username()}")
     if request.htmx:
         anomaly = Anomaly.objects.select_related("team").get(pk=anomaly.pk)
-        return render(request, "usage/_anomaly_row.html", {"a": anomaly})
+        return render(request, "usage/_anomaly_acknowledged.html", {"a": anomaly, "active_nav": "anomalies"})
     return redirect("anomalies")
 
 

@@ -44,20 +44,69 @@
     });
   });
 
-  // htmx: show server-rendered error pages (4xx with a fragment) instead of ignoring them.
+  // htmx errors go to the page's one banner (#page-banner): a new error replaces the last one, and the next
+  // request that gets an answer clears it. The server may fill the banner itself (HX-Retarget: #page-banner):
+  // a page rendered for another organisation, an out-of-date CSRF token.
+  var BANNER = "#page-banner";
+
+  // Whether the banner was set by a background poll: a poll that succeeds again clears only such a banner, so
+  // an error from something the user did stays readable while Activity keeps polling every 5 s.
+  var bannerFromPoll = false;
+
+  function polls(elt) {
+    return !!elt && /\bevery\b/.test(elt.getAttribute("hx-trigger") || "");
+  }
+
+  // The element that made the request: event.detail.elt is not it when the answer replaced that element
+  // (htmx then fires afterRequest again on a parent still in the page, as the live poller's does).
+  function requester(event) {
+    var config = event.detail.requestConfig;
+    return (config && config.elt) || event.detail.elt;
+  }
+
+  function showBanner(text, elt) {
+    var banner = document.querySelector(BANNER);
+    if (banner) banner.textContent = text;
+    bannerFromPoll = polls(elt);
+  }
+
+  function clearBanner() {
+    var banner = document.querySelector(BANNER);
+    if (banner) banner.textContent = "";
+    bannerFromPoll = false;
+  }
+
+  function fillsBanner(xhr) {
+    return xhr && xhr.getResponseHeader("HX-Retarget") === BANNER;
+  }
+
   document.addEventListener("htmx:beforeSwap", function (event) {
-    var status = event.detail.xhr.status;
-    if (status === 400 || status === 409 || status === 422) {
+    var xhr = event.detail.xhr;
+    var status = xhr.status;
+    if (fillsBanner(xhr)) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+      bannerFromPoll = polls(requester(event));
+    } else if (status === 400 || status === 409 || status === 422) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     } else if (status === 403 || status === 404 || status >= 500) {
-      var main = document.getElementById("main");
-      var note = document.createElement("p");
-      note.className = "alert alert-error";
-      note.setAttribute("role", "alert");
-      note.textContent = status === 403 ? "Not allowed: your role cannot do this."
-        : status === 404 ? "Not found: it may have been deleted." : "Something went wrong; try again.";
-      main.insertBefore(note, main.firstChild);
+      showBanner(status === 403 ? "Not allowed: your role cannot do this."
+        : status === 404 ? "Not found: it may have been deleted." : "Something went wrong; try again.",
+        requester(event));
     }
   });
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.successful && !fillsBanner(event.detail.xhr)
+        && (!polls(requester(event)) || bannerFromPoll)) clearBanner();
+  });
+
+  document.addEventListener("htmx:sendError", function (event) {
+    showBanner("Could not reach AgentWatch: check your connection. The page updates again once it is back.",
+      requester(event));
+  });
+
+  // A page restored by Back is not the moment an error happened.
+  document.addEventListener("htmx:historyRestore", clearBanner);
 })();

@@ -118,6 +118,23 @@ def test_session_id_reads_as_ingest_stored_it_plus_stays_plus(tenant, telemetry_
     assert (body["spent_usd"], body["exceeded"]) == (0.003, True)
 
 
+def test_a_percent_escape_aw_sdk_sent_as_typed_finds_its_own_session_first(tenant, telemetry_api):
+    # aw-sdk sends "%41-run" as is; decoded, it is "A-run", another session.
+    record(tenant, session_id="%41-run", tokens=1000)
+    record(tenant, session_id="A-run", tokens=5000)
+    assert ok(check(telemetry_api, "session_id=%41-run&limit_usd=1"))["spent_usd"] == 0.003
+    assert ok(check(telemetry_api, "session_id=A-run&limit_usd=1"))["spent_usd"] == 0.015
+    # A client that escapes ids itself still reaches "A-run" while no session is stored as "%41-new".
+    record(tenant, session_id="A-new", tokens=2000)
+    assert ok(check(telemetry_api, "session_id=%41-new&limit_usd=1"))["spent_usd"] == 0.006
+    # Its limit is remembered for aw-sdk's "%41-new" too, whose first event the recorder will copy it to.
+    assert cache.get(last_limit_cache_key(tenant.pk, "%41-new")) == "1"
+    # The escapes httpx adds itself (space, non-ASCII) are always decoded.
+    record(tenant, session_id="%41 é", tokens=3000)
+    body = ok(check(telemetry_api, "session_id=%41%20%C3%A9&limit_usd=1"))
+    assert (body["session_id"], body["spent_usd"]) == ("%41 é", 0.009)
+
+
 def test_an_expired_session_starts_from_zero(tenant, telemetry_api):
     record(tenant, session_id="old", tokens=1000, now=timezone.now() - datetime.timedelta(hours=25))
     assert SessionState.objects.get(session_id="old").spent_usd == Decimal("0.003")

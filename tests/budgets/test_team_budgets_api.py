@@ -15,7 +15,7 @@ from django.utils import timezone
 from budgets.models import BudgetAuditLog, TeamBudget
 from tenants.models import Team
 from tests.factories import TeamFactory
-from usage.models import DailySpend, MonthlyTeamSpend
+from usage.models import DailySpend, MonthlyTeamSpend, UsageEvent
 
 # The seed's curl -d body, byte for byte.
 SEED_BODY = """{
@@ -130,6 +130,29 @@ def test_team_name_with_slash_and_spaces_reaches_its_budget(admin_api):
     assert create(admin_api, team="infra / platform").status_code == 201
     response = admin_api.get("/v1/teams/budgets/infra%20%2F%20platform")
     assert response.status_code == 200 and response.json()["team"] == "infra / platform"
+
+
+def test_a_team_name_with_surrounding_spaces_is_the_same_team_everywhere(tenant, admin_api, telemetry_api,
+                                                                          recording):
+    assert create(admin_api, team="ws-team", monthly_budget_usd=2, hard_stop=True).status_code == 201
+    # An event accepted before names were trimmed at ingest (stored with the spaces) counts for ws-team.
+    UsageEvent.objects.create(tenant=tenant, event_id="old", model="gpt-4o", prompt_tokens=1_000_000,
+                              team_name=" WS-team", timestamp=timezone.now(), received_at=timezone.now())
+    # From the SDK, with a stray space: the spend lands on ws-team's budget, not on a team of its own.
+    response = telemetry_api.post("/v1/ingest", {"model": "gpt-4o", "prompt_tokens": 1_000_000, "team": "ws-team "},
+                                  format="json")
+    assert response.status_code == 202
+    recording()
+    assert list(Team.objects.filter(tenant=tenant).values_list("name", flat=True)) == ["ws-team"]
+    team = Team.objects.get(tenant=tenant)
+    assert set(UsageEvent.objects.filter(tenant=tenant).values_list("team_id", flat=True)) == {team.pk}
+    assert UsageEvent.objects.exclude(event_id="old").get(tenant=tenant).team_name == "ws-team"
+    for path in ("/v1/teams/budgets/ws-team", "/v1/teams/budgets/ws-team%20", "/v1/teams/budget-check?team=ws-team%20"):
+        response = admin_api.get(path)
+        assert response.status_code == 200, (path, response.content)
+        assert (response.json()["current_spend"], response.json()["status"]) == (6.0, "exceeded"), path
+    assert create(admin_api, team=" ws-team ", monthly_budget_usd=10).status_code == 200  # replaces, no new team
+    assert Team.objects.filter(tenant=tenant).count() == 1
 
 
 def test_patch_changes_only_the_fields_sent(tenant, admin_api):

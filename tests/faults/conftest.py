@@ -100,8 +100,16 @@ class PrivateRedis:
         wait_until(pong, timeout=10, what="private redis-server")
         return self
 
+    def freeze(self) -> None:
+        """Hung, not down: the kernel still accepts connections, the server never answers (SIGSTOP)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.thaw()
             self.proc.kill()
             self.proc.wait(timeout=10)
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+import redis as redis_py
 from django.utils import timezone
 
 from tenants.models import ApiKey
@@ -179,3 +180,48 @@ def test_database_unreachable_gets_503_never_202_and_recovers(tenant):
         server.stop()
         proxy.cut()
     assert set(UsageEvent.objects.values_list("event_id", flat=True)) == {"before", "after"}
+
+
+def test_a_hung_redis_costs_one_timeout_not_one_per_call(tenant):
+    """A Redis that accepts connections but never answers: each optional Redis call (rate limit, wake-up, key
+    touch, remembered limit) would wait its 0.5 s timeout, 1–2 s per request, past aw-sdk's own timeout. After
+    the first timeout the server skips them for a while, and counts again once Redis answers."""
+    key = make_key(tenant, ApiKey.Scope.TELEMETRY, "sdk")
+    tenant.telemetry_rate_limit_per_minute = 500  # leases of one number: every request asks Redis
+    tenant.save()
+    redis = PrivateRedis().start()
+    server = ServerProcess(subprocess_env(REDIS_URL=redis.url, REDIS_BACKOFF_SECONDS="3"), workers=1,
+                           name="hung-redis").start()
+    headers = {"Authorization": f"Bearer {key}"}
+    timings: list[float] = []
+    try:
+        with httpx.Client(timeout=10, headers=headers) as client:
+            def call(i: int) -> None:
+                started = time.monotonic()
+                if i % 2:
+                    response = client.get(f"{server.url}/v1/budget-check?session_id=hung-{i}&limit_usd={i}.5")
+                    assert response.status_code == 200, response.text
+                else:
+                    response = client.post(f"{server.url}/v1/ingest", json=dict(SDK_EVENT, session_id=f"hung-{i}"))
+                    assert response.status_code == 202, response.text
+                timings.append(time.monotonic() - started)
+
+            call(0)
+            redis.freeze()
+            for i in range(1, 21):
+                call(i)
+            assert max(timings) < 1.0, timings
+            assert sum(timings) < 3.0, timings  # without the gap: about 20 s (1 s per request)
+
+            redis.thaw()
+            redis_client = redis_py.Redis.from_url(redis.url, socket_timeout=2)
+            for counter in redis_client.keys("*rl:*"):
+                redis_client.delete(counter)
+            time.sleep(3.5)
+            call(22)
+            assert redis_client.keys("*rl:*"), "the rate limiter did not count again once Redis answered"
+    finally:
+        server.stop()
+        redis.kill()
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 12  # every post accepted while Redis hung
+

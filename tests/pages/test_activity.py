@@ -138,3 +138,32 @@ def test_live_refresh_with_a_bad_mark_returns_nothing_not_an_error(owner_client,
     response = owner_client.get("/activity/live/?after=not-a-cursor", **htmx())
     assert response.status_code == 200
     assert b'<details class="evt' not in response.content and b'id="activity-poller"' in response.content
+
+
+def test_event_metadata_is_shown_as_the_json_the_agent_sent(owner_client, tenant, htmx):
+    from usage.models import UsageEvent
+
+    record(tenant, [event(event_id="m1", metadata={"retry": True, "parent": None, "note": "<b>x</b>"})])
+    pk = UsageEvent.objects.get(event_id="m1").pk
+    html = owner_client.get(f"/activity/events/{pk}/", **htmx()).content.decode()
+    shown = '{"note": "&lt;b&gt;x&lt;/b&gt;", "parent": null, "retry": true}'.replace('"', "&quot;")
+    assert shown in html
+    assert "True" not in html and "None" not in html
+
+
+def test_the_filter_form_shows_the_filters_of_the_url_in_every_answer(owner_client, tenant, htmx):
+    record(tenant, [event(team="search")])
+    swapped = owner_client.get("/activity/?team=search&model=gpt-4o", **htmx("activity-page")).content.decode()
+    assert "<html" not in swapped and 'id="f-team"' in swapped
+    assert '<option value="search" selected>' in swapped and 'id="f-model" name="model" value="gpt-4o"' in swapped
+    cleared = owner_client.get("/activity/", **htmx("activity-page")).content.decode()
+    assert 'id="f-model" name="model" value=""' in cleared and '<option value="search" >' in cleared
+
+
+def test_a_date_time_or_unknown_team_in_the_url_is_shown_in_the_form(owner_client, tenant):
+    record(tenant, [event(team="search")])
+    html = owner_client.get("/activity/?from=2026-11-25T09:30:00Z&to=2026-11-30&team=unknown").content.decode()
+    assert '<input type="text" id="f-from" name="from" value="2026-11-25T09:30:00Z">' in html
+    assert '<input type="date" id="f-to" name="to" value="2026-11-30">' in html
+    assert '<option value="unknown" selected>unknown (no such team)</option>' in html
+    assert "No events match these filters." in html

@@ -61,9 +61,14 @@ def test_failures_for_another_username_do_not_lock_out_this_one(client, owner):
 
 def test_sign_out_is_a_post_and_ends_the_session(owner_client):
     assert owner_client.get("/").status_code == 200
+    # Typed in the address bar: a page with the button, and still signed in.
+    page = owner_client.get("/logout/")
+    assert page.status_code == 200 and b"Sign out?" in page.content and b'action="/logout/"' in page.content
+    assert owner_client.get("/").status_code == 200
     response = owner_client.post("/logout/")
     assert response.status_code == 302
     assert owner_client.get("/").status_code == 302
+    assert b"You are signed out." in owner_client.get("/logout/").content
 
 
 def test_tenant_switcher_changes_the_current_tenant_in_the_session(owner, owner_client, tenant):

@@ -121,3 +121,19 @@ def test_budgets_page_query_count_is_flat(admin_client, tenant, django_assert_ma
         budget_upsert(tenant=tenant, team_name=f"team-{n}", monthly_budget_usd=Decimal("100"))
     with django_assert_max_num_queries(9):
         assert admin_client.get("/budgets/").status_code == 200
+
+
+def test_clearing_the_alert_threshold_in_the_inline_edit_is_a_form_error(admin_client, tenant, htmx):
+    budget, _ = budget_upsert(tenant=tenant, team_name="search", monthly_budget_usd=Decimal("100"),
+                              alert_threshold_pct=50)
+    response = admin_client.post(f"/budgets/{budget.pk}/edit/", {"monthly_budget_usd": "100",
+                                                                  "alert_threshold_pct": " "},
+                                 **htmx("budgets-panel"))
+    assert response.status_code == 400 and response["HX-Retarget"] == f"#budget-{budget.pk}"
+    assert b"Required: the percent of the budget" in response.content
+    budget.refresh_from_db()
+    assert budget.alert_threshold_pct == 50
+    kept = admin_client.post(f"/budgets/{budget.pk}/edit/", {"monthly_budget_usd": "120"}, **htmx("budgets-panel"))
+    assert kept.status_code == 200
+    budget.refresh_from_db()
+    assert (budget.monthly_budget_usd, budget.alert_threshold_pct) == (Decimal("120"), 50)

@@ -82,3 +82,14 @@ def test_sessions_list_query_count_is_flat(owner_client, tenant, django_assert_m
     record(tenant, [event(session_id=f"s-{n}", iteration_index=1) for n in range(40)])
     with django_assert_max_num_queries(8):
         assert owner_client.get("/sessions/").status_code == 200
+
+
+def test_the_sessions_filter_form_shows_the_filters_of_the_url(owner_client, tenant, htmx):
+    record(tenant, [event(session_id="calm-1", iteration_index=1, team="search")])
+    swapped = owner_client.get("/sessions/?flagged=1&project=p1", **htmx("sessions-page")).content.decode()
+    assert "<html" not in swapped
+    assert 'name="flagged" value="1" checked' in swapped and 'name="project" value="p1"' in swapped
+    cleared = owner_client.get("/sessions/", **htmx("sessions-page")).content.decode()
+    assert 'name="flagged" value="1" >' in cleared and 'name="project" value=""' in cleared
+    unknown = owner_client.get("/sessions/?team=nope").content.decode()
+    assert '<option value="nope" selected>nope (no such team)</option>' in unknown

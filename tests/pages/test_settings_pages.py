@@ -209,3 +209,13 @@ def test_another_tenants_membership_is_not_found(owner_client, other_tenant):
 def test_admin_cannot_change_members(admin_client, tenant, owner):
     membership = Membership.objects.get(tenant=tenant, user=owner)
     assert admin_client.post(f"/settings/members/{membership.pk}/role/", {"role": "viewer"}).status_code == 403
+
+
+def test_prices_show_one_dollar_sign(admin_client, tenant):
+    admin_client.post("/settings/pricing/overrides/", {"model": "gpt-4o", "input_per_mtok": "2.5",
+                                                       "output_per_mtok": "10"})
+    admin_client.post("/settings/pricing/overrides/", {"model": "acme-7b", "input_per_mtok": "0.1",
+                                                       "output_per_mtok": "0.2"})
+    html = admin_client.get("/settings/pricing/").content.decode()
+    assert "$2.50 / $10.00" in html and "$0.10 / $0.20" in html
+    assert "$$" not in html

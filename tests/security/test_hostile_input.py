@@ -2,12 +2,14 @@
 database holds only valid rows afterwards."""
 
 import json
+from decimal import Decimal
 
 import pytest
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from budgets.services import budget_upsert
 from usage.models import UsageEvent
 
 NASTY_STRINGS = [
@@ -48,6 +50,28 @@ def test_random_json_bodies_never_get_a_5xx(tenant, telemetry_key, body):
     assert response.status_code in (202, 400), response.content[:500]
     assert "error" in response.json() or response.status_code == 202
     assert_only_valid_rows()
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("post", "/v1/ingest"), ("post", "/v1/teams/budgets"), ("patch", "/v1/teams/budgets/ops"), ("post", "/v1/keys"),
+    ("post", "/v1/webhooks"),
+])
+def test_absurdly_nested_json_is_a_400_on_every_endpoint(tenant, admin_key, method, path):
+    budget_upsert(tenant=tenant, team_name="ops", monthly_budget_usd=Decimal("10"))
+    body = "[" * 100_000 + "]" * 100_000
+    response = getattr(Client(), method)(path, body, content_type="application/json",
+                                         HTTP_AUTHORIZATION=f"Bearer {admin_key}")
+    assert response.status_code == 400, response.content[:300]
+    assert "nested too deeply" in response.json()["error"]["message"]
+
+
+def test_an_unknown_format_is_a_406_not_a_404(tenant, admin_key):
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {admin_key}")
+    response = client.get("/v1/teams/budgets", {"format": "xml"})
+    assert response.status_code == 406
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "xml" in response.json()["error"]["message"]
+    assert client.get("/v1/teams/budgets", {"format": "json"}).status_code == 200
 
 
 @HYPOTHESIS

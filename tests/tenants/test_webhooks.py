@@ -181,6 +181,20 @@ def test_event_goes_to_subscribed_enabled_endpoints_once(tenant, admin_api, deli
     assert request["headers"]["X-AgentWatch-Event"] == "budget.exceeded"
 
 
+def test_names_cannot_ping_a_slack_channel_or_hide_a_link(tenant, admin_api, deliveries):
+    # Session ids and team names come from any telemetry key; Slack reads <!channel> and <url|label> in `text`.
+    name = "<!channel> <https://evil.example/login|re-authenticate> & co"
+    with WebhookReceiver() as receiver:
+        create_endpoint(admin_api, receiver.url, ["budget.exceeded"])
+        sent = webhook_event_emit(tenant=tenant, event_type="budget.exceeded", text=f"Team {name} is over budget.",
+                                  data={"team": name})
+        deliveries(lambda: finished(sent[0].pk))
+    body = json.loads(receiver.requests[0]["body"])
+    assert body["text"] == ("Team &lt;!channel&gt; &lt;https://evil.example/login|re-authenticate&gt; &amp; co "
+                            "is over budget.")
+    assert body["data"] == {"team": name}
+
+
 def test_receiver_failing_twice_gets_three_attempts_and_the_log_says_so(tenant, admin_api, deliveries):
     with WebhookReceiver(statuses=[500, 503]) as receiver:
         endpoint = create_endpoint(admin_api, receiver.url)

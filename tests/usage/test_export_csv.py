@@ -61,12 +61,24 @@ def test_empty_month_has_header_and_zero_totals(tenant, admin_api):
     assert rows[0][0] == "day" and rows[-1] == ["TOTAL", "", "", "", "0", "0", "0", "0.0000000000"]
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-1", "11-2026", "1999-12", "2026-11-01", "x" * 500, "٢٠٢٦-١١"])
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "11-2026", "1999-12", "2026-11-01", "x" * 500, "٢٠٢٦-١١",
+                                   "9999-12"])
 def test_bad_month_is_a_json_400(tenant, admin_api, month):
     response = admin_api.get("/v1/usage/export.csv", {"month": month}, HTTP_ACCEPT="text/csv")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert "month" in response.json()["error"]["fields"]
+
+
+def test_names_a_spreadsheet_would_run_as_formulas_are_defused(tenant, admin_api):
+    # Team, project and model names come from any telemetry key: none may run in the admin's spreadsheet.
+    spend(tenant, datetime.date(2026, 11, 1), team_name="=HYPERLINK(\"http://evil\")", project="+cmd",
+          model="@SUM(1+1)")
+    spend(tenant, datetime.date(2026, 11, 2), team_name="-team", project="ok", model="gpt-4o")
+    _, rows = export(admin_api, month="2026-11")
+    assert rows[1][1:4] == ["'=HYPERLINK(\"http://evil\")", "'+cmd", "'@SUM(1+1)"]
+    assert rows[2][1:4] == ["'-team", "ok", "gpt-4o"]
+    assert rows[-1][0] == "TOTAL"
 
 
 def test_bad_group_by_is_a_400(tenant, admin_api):

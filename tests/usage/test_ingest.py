@@ -116,6 +116,16 @@ def test_invalid_event_gets_a_clear_field_error(tenant, telemetry_api, event, pa
     assert UsageEvent.objects.count() == 0
 
 
+def test_a_negative_latency_from_a_clock_step_keeps_the_calls_spend(tenant, telemetry_api, recording):
+    # aw-sdk measures latency with time.time(): a clock stepped back mid-call gives e.g. -985 ms.
+    assert post(telemetry_api, dict(SDK_EVENT, latency_ms=-985, session_id="clock")).status_code == 202
+    recording()
+    event = UsageEvent.objects.get(tenant=tenant)
+    assert event.latency_ms == 0 and event.prompt_tokens == SDK_EVENT["prompt_tokens"]
+    assert event.cost_usd == Decimal("0.0045")  # (1,200 + 300) tokens × $3 / 1M
+    assert "latency_ms" in errors(post(telemetry_api, dict(SDK_EVENT, latency_ms=-(10**10))))
+
+
 def test_timestamp_more_than_5_minutes_ahead_is_refused_but_4_minutes_is_fine(tenant, telemetry_api):
     ahead = (timezone.now() + timezone.timedelta(minutes=6)).isoformat()
     assert "timestamp" in errors(post(telemetry_api, dict(SDK_EVENT, timestamp=ahead)))

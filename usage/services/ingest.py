@@ -18,7 +18,8 @@ from django.core.cache import cache
 from django.db import transaction
 
 from agentwatch_site.errors import InvalidRequest, validation_error
-from tenants.models import Tenant
+from agentwatch_site.redis_guard import redis_failed, redis_skipped
+from tenants.models import Team, Tenant
 from usage.models import UsageEvent
 from usage.services.bulk import CHUNK_ROWS, insert_rows
 
@@ -91,13 +92,15 @@ class _Checker:
             return ""
         return value
 
-    def count(self, field: str) -> int | None:
+    def count(self, field: str, *, negative_is_zero: bool = False) -> int | None:
         value = self.raw.get(field)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(field, "Must be an integer.")
             return None
+        if negative_is_zero and -MAX_COUNT <= value < 0:
+            return 0
         if value < 0 or value > MAX_COUNT:
             self.fail(field, f"Must be between 0 and {MAX_COUNT}.")
             return None
@@ -142,7 +145,9 @@ def validate_event(raw, *, path: str, errors: dict, now: datetime.datetime) -> d
         "provider": check.text("provider", max_length=50),
         "prompt_tokens": check.count("prompt_tokens") or 0,
         "completion_tokens": check.count("completion_tokens") or 0,
-        "latency_ms": check.count("latency_ms") or 0,
+        # aw-sdk times a call with time.time(): a clock stepped back during the call gives a negative latency.
+        # The call's tokens and spend must still count, so that is stored as 0 rather than refused.
+        "latency_ms": check.count("latency_ms", negative_is_zero=True) or 0,
         "team_name": check.text("team", max_length=100),
         "project": check.text("project", max_length=200),
         "session_id": check.text("session_id", max_length=200, printable=True),
@@ -153,8 +158,9 @@ def validate_event(raw, *, path: str, errors: dict, now: datetime.datetime) -> d
         "event_id": check.text("event_id", max_length=100, printable=True),
         "timestamp": _parse_timestamp(check, now),
     }
-    if clean["team_name"] and not clean["team_name"].strip():
+    if clean["team_name"] and not Team.clean_name(clean["team_name"]):
         check.fail("team", "Must not be blank.")
+    clean["team_name"] = Team.clean_name(clean["team_name"])
 
     risks = raw.get("identified_risks")
     if risks is None:
@@ -265,7 +271,7 @@ def recorder_wake() -> None:
 
     eager = settings.CELERY_TASK_ALWAYS_EAGER
     asked = _clock()
-    if not eager and asked - _run_known_at < WAKE_SKIP_SECONDS:
+    if not eager and (asked - _run_known_at < WAKE_SKIP_SECONDS or redis_skipped()):
         return
     flagged = False
     try:
@@ -274,6 +280,7 @@ def recorder_wake() -> None:
             record_pending_events.delay()
         _run_known_at = asked
     except Exception as exc:
+        redis_failed(exc)
         logger.warning("could not wake the recorder; the sweep will record the events error=%s",
                        type(exc).__name__)
         if flagged:

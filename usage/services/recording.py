@@ -218,7 +218,7 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
             continue
         event.recorded_at = now
         if event.team_name:
-            team = teams[event.team_name.lower()]
+            team = teams[Team.clean_name(event.team_name).lower()]
             event.team = team
             event.team_name = team.name
             if event.cost_usd:
@@ -230,7 +230,8 @@ def _resolve_teams(tenant: Tenant, events: list[UsageEvent]) -> dict[str, Team]:
     names: dict[str, str] = {}
     for event in events:
         if event.team_name:
-            names.setdefault(event.team_name.lower(), event.team_name)
+            # Events accepted before team names were trimmed at ingest may still carry the spaces.
+            names.setdefault(Team.clean_name(event.team_name).lower(), event.team_name)
     teams = {}
     for lowered in sorted(names):
         team, _ = team_get_or_create(tenant=tenant, name=names[lowered])

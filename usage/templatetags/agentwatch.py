@@ -2,6 +2,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
+from django.middleware.csrf import get_token
+from django.utils.html import format_html
 
 register = template.Library()
 
@@ -20,6 +22,20 @@ def open_anomaly_count(context, tenant) -> int:
         if request is not None:
             request._open_anomaly_count = cached
     return cached
+
+
+@register.simple_tag(takes_context=True)
+def page_form_fields(context) -> str:
+    """What every dashboard POST form carries: the CSRF token, and the organisation the page shows, so a form
+    submitted from a tab left on another organisation is refused (tenants.views.member_required; htmx requests
+    send it as a header from <body>)."""
+    from tenants.views import PAGE_TENANT_FIELD
+
+    request, tenant = context["request"], context.get("current_tenant")
+    fields = format_html('<input type="hidden" name="csrfmiddlewaretoken" value="{}">', get_token(request))
+    if tenant is not None:
+        fields += format_html('<input type="hidden" name="{}" value="{}">', PAGE_TENANT_FIELD, tenant.pk)
+    return fields
 
 
 @register.filter
