@@ -4,8 +4,8 @@ A hung Redis (a server that accepts connections but never replies, a blackholed 
 its full socket timeout (REDIS_SOCKET_TIMEOUT), and a telemetry request makes up to four optional ones in a row
 (the rate-limit lease, the remembered session limit, the key's last-use touch, the recorder wake-up): 1–2 s, past
 aw-sdk's own timeout, so agents either fail open unchecked or raise. After one call times out, this process skips
-those calls for REDIS_BACKOFF_SECONDS and takes each one's fallback at once — the request is let through
-uncounted, the beat sweep records the events, the touch and the remembered limit wait — then lets the next call
+those calls for REDIS_BACKOFF_SECONDS and takes each one's fallback at once — the rate limit is counted in
+the process, the beat sweep records the events, the touch and the remembered limit wait — then lets the next call
 try again.
 
 Only timeouts open the gap: a refused connection (Redis down or restarting) fails in well under a millisecond,

@@ -8,9 +8,10 @@ at most 1/1000 of the limit and 50 numbers at a time, one at a time for a limit 
 sending 1,000 requests/s costs 20 Redis round trips a second, not 1,000. The price: numbers a process leased and
 did not use before the minute ended are lost to the others, so a tenant may be refused up to 0.1 % of its limit
 per process early (only when its traffic stops reaching some processes), and /v1/me counts leased numbers as
-used. If the cache is unreachable the request is let through and the failure logged: losing telemetry is worse
-than a missed limit. After a timeout (a hung Redis) the process lets requests through without asking for
-REDIS_BACKOFF_SECONDS (agentwatch_site/redis_guard.py), so the limit is not counted for that long.
+used. If the cache is unreachable, each process counts the tenant's hits on its own and holds them to the limit,
+and the failure is logged: a tenant within its limit loses no telemetry (losing telemetry is worse than a missed
+limit), and a runaway one is still stopped, at no more than the limit per process. After a timeout (a hung Redis)
+the process counts on its own without asking Redis for REDIS_BACKOFF_SECONDS (agentwatch_site/redis_guard.py).
 """
 
 import logging
@@ -59,14 +60,15 @@ def rate_limit_hit(*, tenant: Tenant, bucket: str) -> RateDecision:
     if limit == 0:
         return RateDecision(allowed=True, limit=0, count=0, retry_after=retry_after)
     if redis_skipped():
-        return RateDecision(allowed=True, limit=limit, count=0, retry_after=retry_after)
-    try:
-        count = _next_number(tenant.pk, bucket, window, limit)
-    except Exception as exc:
-        redis_failed(exc)
-        logger.warning("rate limiter unavailable, letting request through tenant=%s error=%s",
-                       tenant.slug, type(exc).__name__)
-        return RateDecision(allowed=True, limit=limit, count=0, retry_after=retry_after)
+        count = _count_here(tenant.pk, bucket, window)
+    else:
+        try:
+            count = _next_number(tenant.pk, bucket, window, limit)
+        except Exception as exc:
+            redis_failed(exc)
+            logger.warning("rate limiter unavailable, counting in this process tenant=%s error=%s",
+                           tenant.slug, type(exc).__name__)
+            count = _count_here(tenant.pk, bucket, window)
     return RateDecision(allowed=count <= limit, limit=limit, count=count, retry_after=retry_after)
 
 
@@ -103,10 +105,25 @@ def _next_number(tenant_id: int, bucket: str, window: int, limit: int) -> int:
     return last - size + 1
 
 
+_counted_here: dict[tuple[int, str], tuple[int, int]] = {}  # (tenant, bucket) → (window, hits) while Redis is away
+
+
+def _count_here(tenant_id: int, bucket: str, window: int) -> int:
+    """This hit's number in this process's own count for the window, used while the shared count cannot be
+    reached."""
+    key = (tenant_id, bucket)
+    with _leases_lock:
+        counted_window, hits = _counted_here.get(key, (window, 0))
+        hits = hits + 1 if counted_window == window else 1
+        _counted_here[key] = (window, hits)
+    return hits
+
+
 def rate_limit_leases_forget() -> None:
-    """Drop this process's leases (tests do, after clearing the shared counters)."""
+    """Drop this process's leases and own counts (tests do, after clearing the shared counters)."""
     with _leases_lock:
         _leases.clear()
+        _counted_here.clear()
 
 
 # INCRBY, and on the window's first hit its expiry, as one atomic script: one round trip and one integer reply, and

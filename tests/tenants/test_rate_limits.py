@@ -71,16 +71,35 @@ def test_300_concurrent_requests_let_exactly_100_through(live_server, tenant, ad
 
 
 @pytest.mark.django_db
-def test_limiter_lets_requests_through_when_redis_is_unreachable(settings, tenant, admin_key):
+def test_without_redis_each_process_holds_a_tenant_to_its_limit(settings, tenant, admin_key, other_admin_api):
+    """Redis unreachable: a tenant within its limit loses nothing, and a runaway one is still stopped (by this
+    process's own count) instead of being let through unlimited."""
     from tests.conftest import api_client_for
 
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                                    "LOCATION": "redis://127.0.0.1:1/0",
                                    "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
-    tenant.admin_rate_limit_per_minute = 1
+    tenant.admin_rate_limit_per_minute = 2
     tenant.save()
     client = api_client_for(admin_key)
-    assert [client.get("/v1/me").status_code for _ in range(3)] == [200, 200, 200]
+    assert [client.get("/v1/me").status_code for _ in range(3)] == [200, 200, 429]
+    assert other_admin_api.get("/v1/me").status_code == 200
+
+
+@pytest.mark.django_db
+def test_while_redis_is_skipped_after_a_timeout_the_process_counts_on_its_own(tenant, monkeypatch):
+    from tenants import ratelimit
+
+    tenant.admin_rate_limit_per_minute = 3
+    tenant.save()
+    monkeypatch.setattr(ratelimit, "redis_skipped", lambda: True)
+    monkeypatch.setattr(ratelimit, "_incr_with_expiry", lambda *args: pytest.fail("asked Redis during the gap"))
+    decisions = [ratelimit.rate_limit_hit(tenant=tenant, bucket="admin") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert decisions[-1].remaining == 0
+    # The next minute starts a fresh count.
+    monkeypatch.setattr(ratelimit, "_window", lambda now: (10**9, 60))
+    assert ratelimit.rate_limit_hit(tenant=tenant, bucket="admin").allowed
 
 
 @pytest.mark.django_db
