@@ -164,11 +164,11 @@ class TeamBudgetCheckApi(LeanDispatch, TenantApi):
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def raw_query_params(query_string: str) -> tuple[dict[str, str], dict[str, bytes]]:
+def raw_query_params(query_string: str) -> tuple[dict[str, str | None], dict[str, bytes]]:
     """Split the raw query string on "&" and "=" and percent-decode each part, keeping "+" a plus: aw-sdk
     builds the URL with an f-string and does not escape the session id, and ingest stored the id from JSON.
-    The first occurrence of a name wins. Returns the decoded values and the values as sent. Undecodable UTF-8
-    raises UnicodeDecodeError."""
+    The first occurrence of a name wins. Returns the decoded values (None for a value that is not UTF-8 once
+    decoded) and the values as sent. A name that is not UTF-8 raises UnicodeDecodeError."""
     try:
         raw = query_string.encode("latin-1")  # WSGI carries the bytes as latin-1 text (PEP 3333)
     except UnicodeEncodeError:
@@ -181,7 +181,10 @@ def raw_query_params(query_string: str) -> tuple[dict[str, str], dict[str, bytes
         name, _, value = part.partition(b"=")
         name_text = unquote_to_bytes(name).decode("utf-8")
         if name_text not in params:
-            params[name_text] = unquote_to_bytes(value).decode("utf-8")
+            try:
+                params[name_text] = unquote_to_bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                params[name_text] = None
             sent[name_text] = value
     return params, sent
 
@@ -204,6 +207,11 @@ def sdk_literal_session_id(sent: bytes) -> str | None:
         return literal.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _is_session_id(value: str) -> bool:
+    """What ingest stores as a session id: printable, 1–200 characters."""
+    return 0 < len(value) <= 200 and value.isprintable()
 
 
 def _parse_limit(text: str | None, errors: dict) -> Decimal | None:
@@ -268,22 +276,34 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
             params, sent = raw_query_params(request.META.get("QUERY_STRING", ""))
         except UnicodeDecodeError:
             raise validation_error({"non_field_errors": ["The query string is not valid UTF-8."]}) from None
+        not_utf8 = ["Must be valid UTF-8 once percent-decoded."]
         session_id = params.get("session_id", "")
-        if not session_id:
+        literal = sdk_literal_session_id(sent["session_id"]) if "session_id" in sent else None
+        if literal is not None and not _is_session_id(literal):
+            literal = None
+        if literal is not None and (session_id is None or not _is_session_id(session_id)):
+            # Decoded, the id could never have been stored (ingest takes printable ids up to 200): aw-sdk sent it
+            # as typed, e.g. "step%0A3" or "50%ff".
+            session_id, literal = literal, None
+        if session_id is None:
+            errors["session_id"] = not_utf8
+        elif not session_id:
             errors["session_id"] = ["This query parameter is required."]
         elif len(session_id) > 200:
             errors["session_id"] = [f"Must be at most 200 characters (got {len(session_id)})."]
         elif not session_id.isprintable():
             errors["session_id"] = ["Must contain printable characters only."]
-        limit = _parse_limit(params.get("limit_usd"), errors)
-        team = params.get("team") or None
-        if team is not None and (len(team) > 100 or _CONTROL.search(team)):
+        if "limit_usd" in params and params["limit_usd"] is None:
+            errors["limit_usd"] = not_utf8
+        limit = _parse_limit(params.get("limit_usd"), errors) if "limit_usd" not in errors else None
+        team = params.get("team")
+        if "team" in params and team is None:
+            errors["team"] = not_utf8
+        elif team and (len(team) > 100 or _CONTROL.search(team)):
             errors["team"] = ["Must be at most 100 characters, without control characters."]
+        team = team or None
         if errors:
             raise validation_error(errors)
-        literal = sdk_literal_session_id(sent["session_id"])
-        if literal is not None and (len(literal) > 200 or not literal.isprintable()):
-            literal = None
 
         result = session_budget_check(tenant=request.tenant, session_id=session_id, limit_usd=limit, team_name=team,
                                       literal_session_id=literal)
