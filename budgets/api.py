@@ -15,6 +15,7 @@ from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from agentwatch_site.serializers import page_of
 from budgets.selectors import (
     alert_list,
+    audit_log_list,
     budget_for_check,
     budget_list_with_spend,
     budget_status,
@@ -365,3 +366,34 @@ class AlertListApi(TenantApi):
         alerts = alert_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)
         page = paginate(request, alerts, order=("-id",))
         return Response({"results": AlertOutput(page["results"], many=True).data, "next": page["next"]})
+
+
+# --- Audit log ------------------------------------------------------------------------------------------
+
+class AuditEntryOutput(serializers.Serializer):
+    class BudgetValues(serializers.Serializer):
+        monthly_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
+        alert_threshold_pct = serializers.IntegerField()
+        hard_stop = serializers.BooleanField()
+
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team_name")
+    action = serializers.ChoiceField(choices=["created", "updated", "deleted"])
+    actor = serializers.CharField(source="actor_label", help_text='"user alice", "key aw_live_AbCd…" or "system".')
+    before = BudgetValues(allow_null=True, help_text="The budget before the change (null when created).")
+    after = BudgetValues(allow_null=True, help_text="The budget after the change (null when deleted).")
+    created_at = serializers.DateTimeField()
+
+
+class AuditLogListApi(TenantApi):
+    """Every change to a team budget — who (user or key), what (before and after), when — newest first."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("team", str, description="Only this team's changes."), *PAGE_PARAMETERS],
+        responses=page_of("AuditEntryPage", AuditEntryOutput(many=True)),
+        operation_id="audit_log_list", tags=["budgets"],
+    )
+    def get(self, request):
+        entries = audit_log_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)
+        page = paginate(request, entries, order=("-id",))
+        return Response({"results": AuditEntryOutput(page["results"], many=True).data, "next": page["next"]})

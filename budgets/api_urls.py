@@ -9,4 +9,5 @@ urlpatterns = [
     # `path:` so a team name with "/" (sent as %2F, which arrives decoded) still reaches its budget.
     path("teams/budgets/<path:team>", api.TeamBudgetDetailApi.as_view(), name="api-team-budget"),
     path("alerts", api.AlertListApi.as_view(), name="api-alerts"),
+    path("audit-log", api.AuditLogListApi.as_view(), name="api-audit-log"),
 ]

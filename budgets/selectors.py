@@ -104,8 +104,11 @@ def alert_list(*, tenant: Tenant, team_name: str | None = None) -> QuerySet[Budg
     return alerts.order_by("-created_at", "-id")
 
 
-def audit_log_list(*, tenant: Tenant) -> QuerySet[BudgetAuditLog]:
-    return BudgetAuditLog.objects.for_tenant(tenant).order_by("-created_at", "-id")
+def audit_log_list(*, tenant: Tenant, team_name: str | None = None) -> QuerySet[BudgetAuditLog]:
+    entries = BudgetAuditLog.objects.for_tenant(tenant)
+    if team_name:
+        entries = entries.filter(team_name__iexact=Team.clean_name(team_name))
+    return entries.order_by("-created_at", "-id")
 
 
 def _decimal(value, places: str) -> Decimal | None:

@@ -269,6 +269,37 @@ def test_every_change_is_in_the_audit_log_with_who_what_and_when(tenant, admin_a
     assert all(r.created_at is not None for r in rows)
 
 
+def test_the_audit_log_is_readable_over_the_api_newest_first_paged_by_team_and_never_across_tenants(
+        tenant, admin_api, other_admin_api):
+    create(admin_api, monthly_budget_usd=500)
+    admin_api.patch("/v1/teams/budgets/backend-engineers", {"monthly_budget_usd": "750.5"}, format="json")
+    create(admin_api, team="ops", monthly_budget_usd=20, hard_stop=True)
+    admin_api.delete("/v1/teams/budgets/backend-engineers")
+    key_label = f"key {BudgetAuditLog.objects.filter(tenant=tenant).first().actor_key.prefix}…"
+
+    first = admin_api.get("/v1/audit-log?limit=3").json()
+    assert [(e["team"], e["action"]) for e in first["results"]] == [
+        ("backend-engineers", "deleted"), ("ops", "created"), ("backend-engineers", "updated")]
+    updated = first["results"][2]
+    assert updated["actor"] == key_label
+    assert updated["before"] == {"monthly_budget_usd": 500.0, "alert_threshold_pct": 80, "hard_stop": False}
+    assert updated["after"] == {"monthly_budget_usd": 750.5, "alert_threshold_pct": 80, "hard_stop": False}
+    assert first["results"][0]["after"] is None
+    rest = admin_api.get(first["next"]).json()
+    assert [(e["team"], e["action"], e["before"]) for e in rest["results"]] == [
+        ("backend-engineers", "created", None)]
+    assert rest["next"] is None
+
+    only = admin_api.get("/v1/audit-log?team= OPS ").json()["results"]
+    assert [(e["team"], e["action"]) for e in only] == [("ops", "created")]
+    assert other_admin_api.get("/v1/audit-log").json() == {"results": [], "next": None}
+    assert admin_api.get("/v1/audit-log?limit=0").status_code == 400
+
+
+def test_telemetry_keys_cannot_read_the_audit_log(telemetry_api):
+    assert telemetry_api.get("/v1/audit-log").status_code == 403
+
+
 def test_another_tenants_budgets_are_404_never_403(tenant, other_tenant, admin_api, other_admin_api):
     create(admin_api, team="secret-team")
     spend(tenant, "secret-team", "100.00")
