@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint migrate up web worker beat bench clean
+.PHONY: install run test lint migrate up web worker beat bench clean require-production
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -37,17 +37,23 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Production process set (needs DATABASE_URL and REDIS_URL): gunicorn, a Celery worker and Celery beat.
-up: migrate
+# Without REDIS_URL a worker and beat would start on an in-process broker no other process can reach, and
+# without DATABASE_URL each would have its own SQLite file: refuse rather than run a set that does nothing.
+require-production:
+	@test -n "$$DATABASE_URL" || { echo "DATABASE_URL is not set: the production processes need PostgreSQL (see README, Production set-up)."; exit 1; }
+	@test -n "$$REDIS_URL" || { echo "REDIS_URL is not set: the Celery worker and beat need Redis (see README, Production set-up)."; exit 1; }
+
+up: require-production migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(VENV)/bin/honcho start -f Procfile
 
 web: install
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py agentwatch_site.wsgi
 
-worker: install
+worker: require-production install
 	$(VENV)/bin/celery -A agentwatch_site worker --loglevel=INFO
 
-beat: install
+beat: require-production install
 	$(VENV)/bin/celery -A agentwatch_site beat --loglevel=INFO --schedule var/celerybeat-schedule
 
 # Every benchmark in turn against the local PostgreSQL and Redis (needs wrk: apt-get install wrk). Long: pages

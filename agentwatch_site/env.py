@@ -2,7 +2,10 @@
 
 import math
 import os
+import re
+from urllib.parse import urlsplit
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -60,3 +63,68 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, so an error message never shows a credential."""
+    # Greedy up to the last "@": a password may hold an unescaped "@" or "/".
+    return re.sub(r"(://[^/:@]*:).*@", r"\1***@", url)
+
+
+def env_database_url(name: str, **options) -> dict | None:
+    """The Django DATABASES entry for a database URL (dj-database-url), or None when the variable is unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    expected = f"expected e.g. postgres://user:password@host:5432/dbname, got {redact_url(raw)!r}"
+    if "://" not in raw:
+        raise ImproperlyConfigured(f"{name} is not a database URL: it has no scheme; {expected}")
+    try:
+        config = dj_database_url.parse(raw, **options)
+    except dj_database_url.UnknownSchemeError:
+        raise ImproperlyConfigured(f"{name} has an unknown scheme {raw.split('://')[0]!r} (use postgres:// or "
+                                   f"sqlite://); {expected}") from None
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} cannot be parsed (a port that is not a number, or a character in the "
+                                   f"user or password that must be %-escaped); {expected}") from None
+    if not config.get("NAME") or config["NAME"] == ":memory:":
+        raise ImproperlyConfigured(f"{name} must name a database (postgres://user:password@host:5432/dbname, or "
+                                   f"sqlite:////absolute/path.sqlite3), got {redact_url(raw)!r}")
+    return config
+
+
+def env_redis_url(name: str) -> str:
+    """A Redis URL (redis://, rediss:// or unix://), checked now rather than on the first request; "" when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    problem = None
+    try:
+        parsed = urlsplit(raw)
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            problem = "it must start with redis://, rediss:// or unix://"
+        elif parsed.scheme != "unix" and not parsed.hostname:
+            problem = "it names no host"
+        else:
+            parsed.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+            db = parsed.path.strip("/") if parsed.scheme != "unix" else ""
+            if db and not db.isdigit():
+                problem = f"the database number {db!r} is not a number"
+    except ValueError as exc:
+        problem = str(exc)
+    if problem:
+        raise ImproperlyConfigured(f"{name} is not a Redis URL: {problem}; expected e.g. redis://host:6379/0, got "
+                                   f"{redact_url(raw)!r}")
+    return raw
+
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+def env_log_level(name: str, default: str) -> str:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.upper() not in LOG_LEVELS:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return raw.upper()

@@ -6,16 +6,24 @@ local-memory cache). Production sets DATABASE_URL, REDIS_URL, SECRET_KEY, ALLOWE
 
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from agentwatch_site.env import env_bool, env_float, env_int, env_list, env_str
+from agentwatch_site.env import (
+    env_bool,
+    env_database_url,
+    env_float,
+    env_int,
+    env_list,
+    env_log_level,
+    env_redis_url,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("AGENTWATCH_VAR_DIR", str(BASE_DIR / "var")))
 
-DATABASE_URL = env_str("DATABASE_URL")
-REDIS_URL = env_str("REDIS_URL")
+DATABASE_URL = env_str("DATABASE_URL").strip()
+REDIS_URL = env_redis_url("REDIS_URL")
 
 # Embedded mode (no DATABASE_URL) is a developer's machine: DEBUG defaults on there, off in production.
 DEBUG = env_bool("DEBUG", default=not DATABASE_URL)
@@ -30,6 +38,10 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG or not DATABASE_URL else []
 )
+if not ALLOWED_HOSTS and not DEBUG:
+    # Django would start and answer every request, /healthz included, with 400.
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off: the comma-separated host names "
+                               "AgentWatch is reached by, e.g. ALLOWED_HOSTS=agentwatch.example.com.")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -90,8 +102,8 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------------
 if DATABASE_URL:
     DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
+        "default": env_database_url(
+            "DATABASE_URL", conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
         )
     }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -159,6 +171,11 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker or beat keeps reconnecting through a Redis outage of any length; Celery's default (100 attempts, about
+# 45 minutes) ends the worker ("Unrecoverable error"), and `make up` (honcho) then stops the whole process set.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# The worker and beat log through LOGGING below (JSON with DEBUG off, like the web processes), not Celery's format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than any task's hard time limit, so an unacknowledged task is only redelivered when its worker died.
     "visibility_timeout": 3600,
@@ -179,10 +196,10 @@ INGEST_MAX_BODY_BYTES = 1024 * 1024
 INGEST_MAX_BATCH = 1000
 INGEST_LAG_THRESHOLD_SECONDS = env_int("INGEST_LAG_THRESHOLD_SECONDS", 60, minimum=1)
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", default=False)
-WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 # Attempt n waits about base × 2^(n-1) seconds (± jitter) after a retryable failure; then the delivery fails.
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
-WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=0)
 # Django refuses larger bodies with 413 before any view parses them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 
@@ -229,13 +246,19 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 # A stale token (signed in or out in another tab) gets a styled "reload" page, or an htmx banner.
 CSRF_FAILURE_VIEW = "tenants.views.csrf_failure"
+SILENCED_SYSTEM_CHECKS: list[str] = []
 if HTTPS:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    if not SECURE_SSL_REDIRECT:
+        # The operator said the proxy redirects to HTTPS (README): `check --deploy` need not warn about it.
+        SILENCED_SYSTEM_CHECKS.append("security.W008")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=True)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS.append("security.W021")  # opted out on purpose (README)
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (documented in README).
     if env_bool("SECURE_PROXY_SSL_HEADER", default=True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -295,7 +318,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
 
 # --- Logging ---------------------------------------------------------------------------------------
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOG_LEVEL = env_log_level("LOG_LEVEL", "INFO")
 LOG_JSON = env_bool("LOG_JSON", default=not DEBUG)
 LOGGING = {
     "version": 1,

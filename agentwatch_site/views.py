@@ -8,10 +8,16 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
+from agentwatch_site.env import redact_url
 from agentwatch_site.errors import json_error
 from agentwatch_site.middleware import is_api_path
 
 logger = logging.getLogger(__name__)
+
+
+def _detail(exc: Exception) -> str:
+    """What went wrong, for the operator reading the log ("connection refused" at which host and port)."""
+    return redact_url(" ".join(str(exc).split()))[:300]
 
 
 def _check_database() -> str:
@@ -20,7 +26,7 @@ def _check_database() -> str:
             cursor.execute("SELECT 1")
         return "ok"
     except Exception as exc:  # any failure means "not ready"
-        logger.warning("healthz database check failed error=%s", type(exc).__name__)
+        logger.warning("healthz database check failed error=%s detail=%s", type(exc).__name__, _detail(exc))
         return "unavailable"
 
 
@@ -30,7 +36,7 @@ def _check_redis() -> str:
         client.ping()
         return "ok"
     except Exception as exc:
-        logger.warning("healthz redis check failed error=%s", type(exc).__name__)
+        logger.warning("healthz redis check failed error=%s detail=%s", type(exc).__name__, _detail(exc))
         return "unavailable"
 
 

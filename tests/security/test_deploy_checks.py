@@ -45,3 +45,38 @@ def test_a_bad_boolean_in_the_environment_fails_loudly():
     result = run_manage("check", DEBUG="maybe")
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
+
+
+def test_check_deploy_does_not_warn_about_the_documented_proxy_and_preload_opt_outs():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", SECURE_SSL_REDIRECT="0",
+                        SECURE_HSTS_PRELOAD="0", **PRODUCTION_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues (2 silenced)" in result.stdout
+
+
+def test_debug_off_without_allowed_hosts_refuses_to_start():
+    # Else gunicorn starts and answers every request, /healthz included, with 400.
+    for value in ("", " , "):
+        result = run_manage("check", **{**PRODUCTION_ENV, "ALLOWED_HOSTS": value})
+        assert result.returncode != 0
+        assert "ALLOWED_HOSTS must be set when DEBUG is off" in result.stderr.splitlines()[-1]
+
+
+def test_a_malformed_database_url_is_a_clear_error_that_hides_the_password():
+    result = run_manage("check", **{**PRODUCTION_ENV, "DATABASE_URL": "postgress://aw:hunter2@db:5432/aw"})
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: DATABASE_URL has an unknown scheme")
+    assert "hunter2" not in result.stderr
+
+
+def test_a_malformed_redis_url_fails_at_start_up_not_on_every_request():
+    result = run_manage("check", **{**PRODUCTION_ENV, "REDIS_URL": "localhost:6379"})
+    assert result.returncode != 0
+    assert "REDIS_URL is not a Redis URL" in result.stderr.splitlines()[-1]
+
+
+def test_an_unknown_log_level_is_a_clear_error():
+    result = run_manage("check", LOG_LEVEL="verbose")
+    assert result.returncode != 0
+    assert "LOG_LEVEL must be one of" in result.stderr.splitlines()[-1]

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from budgets.models import BudgetAlert, TeamBudget
+from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from tenants.models import ApiKey, Membership, Team, WebhookEndpoint
 from tenants.services import api_key_create, membership_set
 from tests.factories import TenantFactory
@@ -53,6 +53,8 @@ def world(db, settings):
                                        alert_threshold_pct=80, hard_stop=True)
     BudgetAlert.objects.create(tenant=bob_tenant, team=team, month=now.date().replace(day=1), level="threshold",
                                threshold_pct=80, spend_usd=Decimal("81"), budget_usd=Decimal("100"))
+    BudgetAuditLog.objects.create(tenant=bob_tenant, team_name=team.name, action="created", actor_user=bob,
+                                  actor_label="user bob_user", after={"monthly_budget_usd": "100.00"})
     endpoint = WebhookEndpoint.objects.create(tenant=bob_tenant, url="https://bob-hook.example.com/x",
                                               secret="whsec_bob", event_types=["anomaly.detected"])
     bob_event = UsageEvent.objects.create(
@@ -117,6 +119,7 @@ def matrix(w):
                                          ("api", "patch", f"/v1/teams/budgets/{t.name}", 404),
                                          ("api", "delete", f"/v1/teams/budgets/{t.name}", 404)],
         "v1/alerts": [("api", "get", "/v1/alerts", "nodata")],
+        "v1/audit-log": [("api", "get", "/v1/audit-log", "nodata")],
         "^v1(?:/.*)?$": [("api", "get", f"/v1/teams/budgets-x/{t.name}", 404)],
         "login/": [("anon", "get", "/login/", "nodata")],
         "logout/": [("page_to_log_out", "post", "/logout/", "nodata")],

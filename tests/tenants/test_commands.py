@@ -54,3 +54,38 @@ def test_createapikey_bad_scope_is_refused():
     run("createtenant", "Acme")
     with pytest.raises(CommandError):
         run("createapikey", "--tenant", "acme", "--name", "ci", "--scope", "root")
+
+
+@pytest.mark.django_db
+def test_createtenant_with_a_taken_slug_is_refused_rather_than_renamed():
+    # Renamed, `createapikey --tenant acme` would then make keys for the tenant that already had the slug.
+    run("createtenant", "Acme")
+    with pytest.raises(CommandError, match="A tenant with slug 'acme' already exists"):
+        run("createtenant", "Acme EU", "--slug", "acme")
+    assert Tenant.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_createtenant_without_a_slug_still_picks_a_free_one():
+    run("createtenant", "Acme")
+    assert run("createtenant", "Acme")[-1] == "acme-2"
+
+
+@pytest.mark.django_db
+def test_createtenant_refuses_a_weak_owner_password():
+    with pytest.raises(CommandError, match="too weak"):
+        run("createtenant", "Acme", "--admin-username", "ada", "--admin-password", "123")
+    assert not Tenant.objects.exists()
+    assert not get_user_model().objects.filter(username="ada").exists()
+
+
+@pytest.mark.django_db
+def test_createtenant_says_an_existing_owner_keeps_their_password():
+    get_user_model().objects.create_user(username="ada", password="original-pass-1")
+    err = StringIO()
+    call_command("createtenant", "Beta", "--admin-username", "ada", "--admin-password", "new-pass-2",
+                 stdout=StringIO(), stderr=err)
+    user = get_user_model().objects.get(username="ada")
+    assert user.check_password("original-pass-1")
+    assert "password is unchanged" in err.getvalue()
+    assert Membership.objects.get(user=user, tenant__slug="beta").role == "owner"

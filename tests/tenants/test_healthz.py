@@ -44,3 +44,15 @@ def test_healthz_is_503_when_recording_lags(tenant, settings):
 
 def test_livez_is_200():
     assert Client().get("/livez").json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_logs_why_a_dependency_failed(settings, caplog):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0",
+                                   "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
+    with caplog.at_level("WARNING", logger="agentwatch_site.views"):
+        assert Client().get("/healthz").status_code == 503
+    line = next(r.getMessage() for r in caplog.records if "redis check failed" in r.getMessage())
+    assert "127.0.0.1:1" in line  # where it tried, not just the exception's class

@@ -10,7 +10,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--tenant", required=True, help="Tenant slug.")
         parser.add_argument("--name", required=True, help="What the key is for, e.g. 'ci-agents'.")
-        parser.add_argument("--scope", required=True, choices=ApiKey.Scope.values)
+        parser.add_argument("--scope", required=True, choices=ApiKey.Scope.values,
+                            help="telemetry (ingest and budget-check only, for agents) or admin (every endpoint).")
 
     def handle(self, *args, tenant, name, scope, **options):
         try:

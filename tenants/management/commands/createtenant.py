@@ -1,5 +1,10 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.text import slugify
 
+from tenants.models import Tenant
 from tenants.services import tenant_create, user_create_owner
 
 
@@ -8,9 +13,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Display name of the organisation, e.g. 'Acme Inc'.")
-        parser.add_argument("--slug", help="URL-safe identifier (default: derived from the name).")
-        parser.add_argument("--admin-username", help="Create (or reuse) this user as the tenant's owner.")
-        parser.add_argument("--admin-password", help="Password for --admin-username.")
+        parser.add_argument("--slug", help="URL-safe identifier (default: derived from the name, with -2, -3 … "
+                                           "added if taken). An explicit slug that is taken is an error.")
+        parser.add_argument("--admin-username", help="Create this user as the tenant's owner (an existing user "
+                                                     "becomes an owner and keeps their password).")
+        parser.add_argument("--admin-password", help="Password for a new --admin-username (checked against the "
+                                                     "password rules).")
         parser.add_argument("--admin-email", default="", help="E-mail for --admin-username.")
 
     def handle(self, *args, name, slug, admin_username, admin_password, admin_email, **options):
@@ -18,8 +26,28 @@ class Command(BaseCommand):
             raise CommandError("Tenant name must not be empty.")
         if bool(admin_username) != bool(admin_password):
             raise CommandError("--admin-username and --admin-password go together.")
+        if slug is not None:
+            if not slugify(slug):
+                raise CommandError(f"--slug {slug!r} has no letters or digits.")
+            # Else the tenant would quietly get another slug, and `createapikey --tenant <slug>` would make keys
+            # for the tenant that already had it.
+            if Tenant.objects.filter(slug=slugify(slug)[:50]).exists():
+                raise CommandError(f"A tenant with slug {slugify(slug)[:50]!r} already exists; choose another --slug.")
+        existing_user = None
+        if admin_username:
+            existing_user = get_user_model().objects.filter(username=admin_username).first()
+            if existing_user is None:
+                try:
+                    validate_password(admin_password, user=get_user_model()(username=admin_username,
+                                                                            email=admin_email))
+                except ValidationError as exc:
+                    raise CommandError(f"--admin-password is too weak: {' '.join(exc.messages)}") from None
         tenant = tenant_create(name=name, slug=slug)
         if admin_username:
             user_create_owner(tenant=tenant, username=admin_username, password=admin_password, email=admin_email)
-            self.stderr.write(f"Owner {admin_username!r} can sign in to tenant {tenant.name!r}.")
+            if existing_user is None:
+                self.stderr.write(f"Owner {admin_username!r} can sign in to tenant {tenant.name!r}.")
+            else:
+                self.stderr.write(f"Existing user {admin_username!r} is now an owner of tenant {tenant.name!r}; "
+                                  f"their password is unchanged (--admin-password was not used).")
         self.stdout.write(tenant.slug)

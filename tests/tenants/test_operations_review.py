@@ -1,0 +1,110 @@
+"""What an operator meets starting AgentWatch: configuration errors, process settings, logs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from agentwatch_site.celery import app as celery_app
+from agentwatch_site.env import env_database_url, env_redis_url, redact_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("url, message", [
+    ("garbage", "it has no scheme"),
+    ("mysqll://u@db/aw", "unknown scheme 'mysqll'"),
+    ("postgres://aw:p@ss@db:port/aw", "cannot be parsed"),
+    ("postgres://aw:secret@db:5432", "must name a database"),
+    ("sqlite://", "must name a database"),
+])
+def test_a_bad_database_url_names_the_problem(monkeypatch, url, message):
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ImproperlyConfigured, match=message) as raised:
+        env_database_url("DATABASE_URL")
+    assert "secret" not in str(raised.value) and "p@ss" not in str(raised.value)
+
+
+def test_a_good_database_url_parses(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", " postgres://aw:secret@db:5432/aw ")
+    assert env_database_url("DATABASE_URL")["NAME"] == "aw"
+    monkeypatch.delenv("DATABASE_URL")
+    assert env_database_url("DATABASE_URL") is None
+
+
+@pytest.mark.parametrize("url, message", [
+    ("localhost:6379", "must start with redis://"),
+    ("redis://:secret@cache:six/0", "Port could not be cast"),
+    ("redis://cache:6379/twelve", "database number 'twelve'"),
+    ("redis:///0", "names no host"),
+])
+def test_a_bad_redis_url_names_the_problem(monkeypatch, url, message):
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ImproperlyConfigured, match=message) as raised:
+        env_redis_url("REDIS_URL")
+    assert "secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:secret@cache:6379/12", "rediss://cache/0", "unix:///run/redis.sock"])
+def test_a_good_redis_url_is_kept(monkeypatch, url):
+    monkeypatch.setenv("REDIS_URL", url)
+    assert env_redis_url("REDIS_URL") == url
+
+
+def test_redact_url_hides_a_password_even_with_an_unescaped_at_sign():
+    assert redact_url("postgres://aw:p@ss/w@db:5432/aw") == "postgres://aw:***@db:5432/aw"
+    assert redact_url("redis://:pw@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert redact_url("postgres://aw@db/aw") == "postgres://aw@db/aw"
+
+
+def test_a_bad_gunicorn_setting_stops_gunicorn_with_one_clear_line():
+    env = {**os.environ, "GUNICORN_WORKERS": "two"}
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--check-config",
+                             "agentwatch_site.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "gunicorn.conf.py: GUNICORN_WORKERS must be an integer, got 'two'"
+
+
+def test_workers_and_beat_keep_reconnecting_through_a_long_redis_outage():
+    # Celery's default gives up after 100 attempts (about 45 minutes): "Unrecoverable error", the worker exits.
+    assert celery_app.conf.broker_connection_max_retries is None
+
+
+def test_the_celery_worker_logs_json_like_the_web_processes():
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
+    env.update(LOG_JSON="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "agentwatch_site", "worker", "--pool=solo",
+                             "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        ready = None
+        while time.monotonic() < deadline and ready is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if "ready." in line:
+                ready = line
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert ready is not None, "the worker never logged that it is ready"
+    record = json.loads(ready)
+    assert record["logger"] == "celery.apps.worker" and record["request_id"] == "-"
+
+
+@pytest.mark.parametrize("target", ["up", "worker", "beat"])
+def test_make_refuses_to_start_the_production_processes_without_redis(target):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MAKEFLAGS")}
+    env["DATABASE_URL"] = "postgres://aw@db:5432/aw"
+    result = subprocess.run(["make", "--no-print-directory", target], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "REDIS_URL is not set" in result.stdout
