@@ -4,7 +4,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from budgets.models import TeamBudget
@@ -15,8 +15,17 @@ from usage.models import Anomaly, DailySpend, SessionState, UsageEvent
 
 def seed_demo() -> list[str]:
     out = StringIO()
-    call_command("seed_demo", stdout=out, stderr=StringIO())
+    call_command("seed_demo", "--force", stdout=out, stderr=StringIO())  # tests run with DEBUG off
     return out.getvalue().strip().splitlines()
+
+
+@pytest.mark.django_db
+def test_seed_demo_refuses_a_database_that_looks_like_production(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="published password"):
+        call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+    assert not Tenant.objects.filter(slug="demo").exists()
+    assert not get_user_model().objects.filter(username="demo").exists()
 
 
 def bearer(raw: str) -> APIClient:

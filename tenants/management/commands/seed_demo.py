@@ -7,7 +7,8 @@ import datetime
 import random
 from decimal import Decimal
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -42,7 +43,18 @@ class Command(BaseCommand):
     help = ("Create (or refresh) the demo tenant 'Demo Org' with 30 days of events. Prints the login; the last two "
             "lines are a fresh admin API key and a fresh telemetry API key.")
 
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true",
+                            help="Seed even with DEBUG off. The demo login's password is published (and reset to it "
+                                 "on every run): never on a server others can reach.")
+
     def handle(self, *args, **options):
+        if not settings.DEBUG and not options["force"]:
+            # `make run` in a shell that still has the production variables would otherwise put an owner with a
+            # published password into the production database.
+            raise CommandError("DEBUG is off, so this looks like a production database: seed_demo creates an owner "
+                               f"'{DEMO_USERNAME}' with the published password '{DEMO_PASSWORD}'. Unset "
+                               "DATABASE_URL for a local demo, or pass --force if this server is yours alone.")
         tenant = Tenant.objects.filter(slug=DEMO_SLUG).first() or tenant_create(name=DEMO_NAME, slug=DEMO_SLUG)
         if tenant.cost_mode != Tenant.CostMode.CATALOG:
             tenant.cost_mode = Tenant.CostMode.CATALOG
