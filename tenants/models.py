@@ -158,6 +158,8 @@ class WebhookEndpoint(models.Model):
     event_types = models.JSONField(default=list)
     enabled = models.BooleanField(default=True)
     failing_since = models.DateTimeField(null=True, blank=True)
+    # The latest failed attempt: a failure long after it starts a new failing period instead of extending the old one.
+    last_failed_at = models.DateTimeField(null=True, blank=True)
     disabled_reason = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -36,6 +37,8 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT = "AgentWatch-Webhooks/1.0"
 # An endpoint whose deliveries have failed (with no success in between) for this long is disabled.
 FAILING_DISABLE_AFTER = datetime.timedelta(hours=24)
+# Failures further apart than this are not one failing period (retries of one delivery are at most an hour apart).
+FAILING_GAP = datetime.timedelta(hours=6)
 MAX_BACKOFF_SECONDS = 3600
 RETRY_SCAN_LIMIT = 500
 
@@ -278,6 +281,10 @@ def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
             code = response.status_code
     except httpx.TimeoutException:
         return Outcome(None, f"timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s", retryable=True)
+    except SoftTimeLimitExceeded:
+        # The timeout bounds each read, not the whole response: a receiver that sends its headers a byte at a time
+        # runs into the task's time limit instead. Recorded as a timeout, so the attempt counts and is retried.
+        return Outcome(None, "timed out: no complete response before the task's time limit", retryable=True)
     except httpx.HTTPError as exc:
         return Outcome(None, f"connection error: {type(exc).__name__}: {exc}"[:500], retryable=True)
     if 200 <= code < 300:
@@ -300,10 +307,17 @@ def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = Non
     now = timezone.now()
     # The lease outlives the HTTP timeout: if this worker dies mid-attempt, the retry task takes it over later.
     lease = now + datetime.timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30)
-    claimed = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).filter(
+    due = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    ).update(attempts=F("attempts") + 1, next_attempt_at=lease)
+    )
+    # A test event gets one attempt, wherever it is retried from.
+    used_up = Q(attempts__gte=max_attempts) | Q(event_type=TEST_EVENT, attempts__gte=1)
+    claimed = due.exclude(used_up).update(attempts=F("attempts") + 1, next_attempt_at=lease)
     if not claimed:
+        # Its last attempt never finished (the worker died or was killed at its time limit): no attempt is left.
+        if due.filter(used_up).update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None,
+                                      last_error="gave up: the last attempt did not finish"):
+            logger.warning("webhook delivery failed: its last attempt did not finish delivery_id=%s", delivery_id)
         return None
     delivery = WebhookDelivery.objects.select_related("endpoint", "endpoint__tenant").get(pk=delivery_id)
     endpoint = delivery.endpoint
@@ -337,7 +351,12 @@ def _endpoint_health(endpoint: WebhookEndpoint, *, ok: bool, error: str, now: da
     if ok:
         endpoints.filter(failing_since__isnull=False).update(failing_since=None)
         return
-    endpoints.filter(failing_since__isnull=True).update(failing_since=now)
+    # A failure after a long quiet spell (no attempt failed for FAILING_GAP, e.g. no events to send) starts a new
+    # failing period: one blip weeks after an old failure must not count as 24 hours of failures.
+    endpoints.filter(
+        Q(failing_since__isnull=True) | Q(last_failed_at__isnull=True) | Q(last_failed_at__lt=now - FAILING_GAP)
+    ).update(failing_since=now)
+    endpoints.update(last_failed_at=now)
     disabled = endpoints.filter(enabled=True, failing_since__lte=now - FAILING_DISABLE_AFTER).update(
         enabled=False,
         disabled_reason=f"Disabled automatically: deliveries failed for 24 hours (last error: {error})"[:200],

@@ -501,7 +501,10 @@ def _detect_runaway_loop(tenant: Tenant, state: SessionState, anomaly: Anomaly |
             return None
         anomaly = None
     if anomaly is not None:
-        if last_iteration <= anomaly.details.get("last_iteration", -1):
+        # Iteration indexes start again in a later lifetime of the session (after 24 h idle): only a run seen in
+        # this lifetime can already be counted.
+        same_lifetime = anomaly.last_seen >= state.first_seen
+        if same_lifetime and last_iteration <= anomaly.details.get("last_iteration", -1):
             return None
         anomaly.count += 1
         anomaly.last_seen = now

@@ -1,0 +1,152 @@
+"""Review of webhook delivery: attempts cut short stay bounded, and old failures do not disable an endpoint."""
+
+import datetime
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.utils import timezone
+
+from tenants.models import WebhookDelivery, WebhookEndpoint
+from tenants.webhooks import webhook_delivery_attempt, webhook_event_emit
+from tests.fakes import WebhookReceiver
+from tests.tenants.test_webhooks import create_endpoint
+
+
+@pytest.fixture
+def knobs(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    settings.WEBHOOK_RETRY_BASE_SECONDS = 0
+
+
+class DripReceiver:
+    """Accepts a request, then sends its response headers one byte every 0.1 s, forever: each read finishes
+    within the timeout, the response never does."""
+
+    def __enter__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not self.stop.is_set():
+                    conn.sendall(b"X")
+                    time.sleep(0.1)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.sock.close()
+
+
+def pending_delivery(tenant, data: dict) -> WebhookDelivery:
+    # Created inside a transaction whose commit hooks are never run here: the test makes every attempt itself.
+    [delivery] = webhook_event_emit(tenant=tenant, event_type="budget.exceeded", text="over", data=data)
+    return delivery
+
+
+def test_an_attempt_cut_off_by_the_task_time_limit_counts_as_a_timeout(tenant, admin_api, knobs,
+                                                                       django_capture_on_commit_callbacks):
+    with DripReceiver() as receiver:
+        create_endpoint(admin_api, receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery = pending_delivery(tenant, {"n": 1})
+
+        # What Celery's soft time limit does to the task: an exception raised from a signal handler.
+        def time_limit(signum, frame):
+            raise SoftTimeLimitExceeded()
+
+        previous = signal.signal(signal.SIGALRM, time_limit)
+        signal.setitimer(signal.ITIMER_REAL, 1.5)
+        try:
+            attempted = webhook_delivery_attempt(delivery_id=delivery.pk)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    assert attempted is not None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert "timed out" in delivery.last_error
+    assert delivery.next_attempt_at is not None
+
+
+def test_a_delivery_whose_last_attempt_never_finished_fails_instead_of_being_retried_forever(
+        tenant, admin_api, knobs, django_capture_on_commit_callbacks):
+    with WebhookReceiver() as receiver:
+        create_endpoint(admin_api, receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery = pending_delivery(tenant, {"n": 2})
+        # The worker making the 3rd (last) attempt was killed mid-way: the claim counted it, nothing recorded it.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            attempts=3, next_attempt_at=timezone.now() - datetime.timedelta(seconds=1))
+        assert webhook_delivery_attempt(delivery_id=delivery.pk) is None
+    assert receiver.requests == []
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 3, None)
+    assert "did not finish" in delivery.last_error
+
+
+def test_a_test_event_is_never_attempted_twice(tenant, admin_api, knobs):
+    with WebhookReceiver() as receiver:
+        endpoint = create_endpoint(admin_api, receiver.url)
+        delivery = WebhookDelivery.objects.create(
+            tenant=tenant, endpoint_id=endpoint["id"], event_id="evt_test", event_type="test",
+            payload={"id": "evt_test", "type": "test", "text": "t", "data": {}}, attempts=1,
+        )
+        assert webhook_delivery_attempt(delivery_id=delivery.pk) is None
+    assert receiver.requests == []
+    assert WebhookDelivery.objects.get(pk=delivery.pk).status == "failed"
+
+
+def test_one_failure_long_after_an_old_one_does_not_disable_the_endpoint(tenant, admin_api, knobs,
+                                                                        django_capture_on_commit_callbacks):
+    with WebhookReceiver(statuses=[503]) as receiver:
+        endpoint = create_endpoint(admin_api, receiver.url)
+        # The receiver was down for a while three weeks ago; nothing was sent since.
+        weeks_ago = timezone.now() - datetime.timedelta(days=21)
+        WebhookEndpoint.objects.filter(pk=endpoint["id"]).update(failing_since=weeks_ago, last_failed_at=weeks_ago)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery = pending_delivery(tenant, {"n": 3})
+        webhook_delivery_attempt(delivery_id=delivery.pk)  # one 503: a blip
+        row = WebhookEndpoint.objects.get(pk=endpoint["id"])
+        assert row.enabled and row.disabled_reason == ""
+        assert row.failing_since > weeks_ago
+        # The retry goes through.
+        webhook_delivery_attempt(delivery_id=delivery.pk)
+    assert WebhookDelivery.objects.get(pk=delivery.pk).status == "succeeded"
+    assert len(receiver.requests) == 2
+
+
+def test_failures_throughout_24_hours_still_disable_the_endpoint(tenant, admin_api, knobs,
+                                                                 django_capture_on_commit_callbacks):
+    with WebhookReceiver(statuses=[500]) as receiver:
+        endpoint = create_endpoint(admin_api, receiver.url)
+        day_ago = timezone.now() - datetime.timedelta(hours=24, minutes=5)
+        WebhookEndpoint.objects.filter(pk=endpoint["id"]).update(
+            failing_since=day_ago, last_failed_at=timezone.now() - datetime.timedelta(hours=1))
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery = pending_delivery(tenant, {"n": 4})
+        webhook_delivery_attempt(delivery_id=delivery.pk)
+    row = WebhookEndpoint.objects.get(pk=endpoint["id"])
+    assert not row.enabled and "24 hours" in row.disabled_reason
