@@ -50,8 +50,12 @@ up: require-production migrate
 web: install
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py agentwatch_site.wsgi
 
+# One worker for both queues; the Procfile runs one per queue (WORKER_QUEUES=celery, and =webhooks WORKER_NAME=webhooks)
+# so a slow webhook receiver cannot delay recording.
+WORKER_QUEUES ?= celery,webhooks
+WORKER_NAME ?= celery
 worker: require-production install
-	$(VENV)/bin/celery -A agentwatch_site worker --loglevel=INFO
+	$(VENV)/bin/celery -A agentwatch_site worker --loglevel=INFO -Q $(WORKER_QUEUES) -n $(WORKER_NAME)@%h
 
 beat: require-production install
 	$(VENV)/bin/celery -A agentwatch_site beat --loglevel=INFO --schedule var/celerybeat-schedule

@@ -183,6 +183,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 5,
 }
 CELERY_TIMEZONE = "UTC"
+# Webhook deliveries wait on other people's servers (up to WEBHOOK_TIMEOUT_SECONDS an attempt), so they have a queue
+# of their own: with a worker per queue (the Procfile), a slow or hanging receiver never holds up recording.
+CELERY_TASK_ROUTES = {"tenants.tasks.webhook_deliver": {"queue": "webhooks"}}
 CELERY_BEAT_SCHEDULE = {
     "sweep-unrecorded-events": {"task": "usage.tasks.sweep_unrecorded_events", "schedule": 5.0},
     "expire-sessions": {"task": "usage.tasks.expire_sessions", "schedule": 3600.0},

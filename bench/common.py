@@ -112,13 +112,12 @@ def start_gunicorn(env: dict, *, workers: int = 3, port: int | None = None, name
     return service
 
 
-def start_worker(env: dict, *, concurrency: int = 1, name: str = "celery", queues: str | None = None) -> Service:
-    """One `celery worker` (prefork), ready once it logs "ready."."""
+def start_worker(env: dict, *, concurrency: int = 1, name: str = "celery",
+                 queues: str = "celery,webhooks") -> Service:
+    """One `celery worker` (prefork) on both queues, ready once it logs "ready."."""
     argv = [str(VENV_BIN / "celery"), "-A", "agentwatch_site", "worker", "--loglevel=INFO", "--pool=prefork",
             f"--concurrency={concurrency}", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]
-    if queues:
-        argv += ["-Q", queues]
+            "--without-heartbeat", "-Q", queues]
     service = _spawn(name, argv, env)
     deadline = time.monotonic() + 30
     while b"ready." not in service.log_path.read_bytes():

@@ -154,8 +154,10 @@ def subprocess_env(**extra) -> dict:
 
 
 class WorkerProcess:
-    def __init__(self, *, concurrency: int = 2, name: str = "test", env: dict | None = None):
+    def __init__(self, *, concurrency: int = 2, name: str = "test", env: dict | None = None,
+                 queues: str = "celery,webhooks"):
         self.concurrency = concurrency
+        self.queues = queues
         self.name = name
         self.env = env or subprocess_env()
         self.proc: subprocess.Popen | None = None
@@ -167,6 +169,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "agentwatch_site", "worker", "--loglevel=INFO",
              f"--concurrency={self.concurrency}", "--pool=prefork", "-n", f"{self.name}-{os.getpid()}@%h",
+             "-Q", self.queues,
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

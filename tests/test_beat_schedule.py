@@ -33,3 +33,23 @@ def test_run_periodic_runs_every_job_by_hand(db, capsys):
     out = capsys.readouterr().out
     for job in ("record", "spikes", "webhooks", "sessions", "purge"):
         assert f"{job}: " in out
+
+
+def test_every_queue_a_task_is_routed_to_has_a_worker_in_the_procfile_and_make_worker():
+    """A routed queue nobody consumes would hold its tasks (webhook deliveries) forever."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(settings.BASE_DIR)
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {app.conf.task_default_queue}
+    consumed = set()
+    for line in (root / "Procfile").read_text().splitlines():
+        argv = shlex.split(line.partition(":")[2])
+        if "worker" in argv:
+            assert "-Q" in argv, f"a Procfile worker without -Q consumes only the default queue: {line}"
+            consumed |= set(argv[argv.index("-Q") + 1].split(","))
+    assert consumed == routed
+    assert all(task in app.tasks for task in settings.CELERY_TASK_ROUTES)
+    make_queues = re.search(r"^WORKER_QUEUES \?= (\S+)$", (root / "Makefile").read_text(), re.M).group(1)
+    assert set(make_queues.split(",")) == routed

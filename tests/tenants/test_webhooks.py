@@ -12,9 +12,9 @@ from django.utils import timezone
 from tenants.models import WebhookDelivery, WebhookEndpoint
 from tenants.tasks import retry_due_webhook_deliveries
 from tenants.webhooks import webhook_deliveries_due, webhook_delivery_attempt, webhook_event_emit
-from tests.conftest import PRODUCTION_MODE, WorkerProcess, subprocess_env
+from tests.conftest import PRODUCTION_MODE, WorkerProcess, requires_production, subprocess_env
 from tests.fakes import WebhookReceiver
-from usage.models import Anomaly
+from usage.models import Anomaly, UsageEvent
 
 # The same knobs for the embedded configuration (settings) and the worker process (environment).
 KNOBS = {"WEBHOOK_RETRY_BASE_SECONDS": 0.05, "WEBHOOK_TIMEOUT_SECONDS": 0.5, "WEBHOOK_MAX_ATTEMPTS": 3}
@@ -320,3 +320,31 @@ def test_anomaly_webhooks_lost_with_the_broker_are_sent_by_the_beat(tenant, admi
                                                                      status="succeeded").first())
         time.sleep(0.3)
     assert len(receiver.requests) == 1 and delivery.attempts == 1
+
+
+@requires_production
+def test_a_hanging_receiver_does_not_delay_recording_with_a_worker_per_queue(transactional_db, tenant, admin_api,
+                                                                             telemetry_api, allow_private):
+    """The Procfile's process set: one worker records, another delivers webhooks. Ten deliveries to a receiver
+    that never answers in time (2 s each) keep the webhooks worker busy for 20 s; an event posted meanwhile is
+    still recorded at once."""
+    env = subprocess_env(WEBHOOK_TIMEOUT_SECONDS=2, WEBHOOK_RETRY_BASE_SECONDS=60)
+    recorder = WorkerProcess(name="queue-celery", concurrency=1, env=env, queues="celery").start()
+    sender = WorkerProcess(name="queue-webhooks", concurrency=1, env=env, queues="webhooks").start()
+    try:
+        with WebhookReceiver(delay_seconds=5) as receiver:
+            create_endpoint(admin_api, receiver.url, ["budget.exceeded"])
+            for n in range(10):
+                webhook_event_emit(tenant=tenant, event_type="budget.exceeded", text=f"Team t{n} is over budget.",
+                                   data={"team": f"t{n}"})
+            wait_for(lambda: receiver.requests, timeout=10)  # the webhooks worker is now stuck on the receiver
+            posted = time.monotonic()
+            body = {"event_id": "during-hang", "model": "gpt-4o", "prompt_tokens": 1000, "completion_tokens": 100}
+            assert telemetry_api.post("/v1/ingest", body, format="json").status_code == 202
+            wait_for(lambda: UsageEvent.objects.filter(event_id="during-hang", recorded_at__isnull=False).exists(),
+                     timeout=15)
+            assert time.monotonic() - posted < 5
+            assert len(receiver.requests) < 10  # the deliveries were indeed still queued
+    finally:
+        recorder.stop()
+        sender.stop()
