@@ -192,6 +192,7 @@ CELERY_BEAT_SCHEDULE = {
     "detect-spend-spikes": {"task": "usage.tasks.detect_spend_spikes", "schedule": 900.0},
     "purge-expired-events": {"task": "usage.tasks.purge_expired_events", "schedule": 86400.0},
     "retry-webhook-deliveries": {"task": "tenants.tasks.retry_due_webhook_deliveries", "schedule": 30.0},
+    "sweep-budget-alerts": {"task": "budgets.tasks.budget_alerts_sweep", "schedule": 300.0},
 }
 
 # --- Product knobs ---------------------------------------------------------------------------------

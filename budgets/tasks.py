@@ -3,6 +3,7 @@ import logging
 from celery import shared_task
 
 from budgets.services import budget_alerts_check as alerts_check
+from budgets.services import budget_alerts_sweep as alerts_sweep
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -16,3 +17,9 @@ def budget_alerts_check(tenant_id: int, team_ids: list[int]) -> int:
     if tenant is None:
         return 0
     return len(alerts_check(tenant=tenant, team_ids=list(team_ids)))
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=270, ignore_result=True)
+def budget_alerts_sweep() -> int:
+    """Beat: every budgeted team checked again, for alerts whose check after recording was lost."""
+    return alerts_sweep()

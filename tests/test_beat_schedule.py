@@ -13,6 +13,7 @@ def test_every_scheduled_task_imports_and_is_registered():
     assert {entry["task"] for entry in schedule.values()} >= {
         "usage.tasks.sweep_unrecorded_events", "usage.tasks.expire_sessions", "usage.tasks.detect_spend_spikes",
         "usage.tasks.purge_expired_events", "tenants.tasks.retry_due_webhook_deliveries",
+        "budgets.tasks.budget_alerts_sweep",
     }
     for entry in schedule.values():
         module_name, _, function_name = entry["task"].rpartition(".")
@@ -31,7 +32,7 @@ def test_spike_detection_runs_every_15_minutes_and_the_purge_daily():
 def test_run_periodic_runs_every_job_by_hand(db, capsys):
     call_command("run_periodic")
     out = capsys.readouterr().out
-    for job in ("record", "spikes", "webhooks", "sessions", "purge"):
+    for job in ("record", "spikes", "alerts", "webhooks", "sessions", "purge"):
         assert f"{job}: " in out
 
 

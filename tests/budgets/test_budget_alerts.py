@@ -119,6 +119,33 @@ def test_checking_alerts_again_creates_nothing_twice(tenant):
     assert BudgetAlert.objects.count() == 2
 
 
+def test_the_beat_sweep_creates_alerts_whose_check_after_recording_was_lost(tenant, other_tenant, settings):
+    """Recorded without the follow-up task (as when the broker dies between the recording commit and the
+    dispatch): no alert yet. The sweep creates them, for every tenant, with their webhooks, and only once."""
+    from budgets.tasks import budget_alerts_sweep
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    endpoint, _ = webhook_endpoint_create(tenant=tenant, url="http://127.0.0.1:9/hook",
+                                          event_types=["budget.threshold", "budget.exceeded"])
+    for owner, tokens in ((tenant, 5000), (other_tenant, 3000)):
+        budget_upsert(tenant=owner, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"))
+        event_batch_ingest(tenant=owner, events=parse_ingest_body(sdk_event(tokens), now=timezone.now()),
+                           received_at=timezone.now())
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(9000, team="no-budget"),
+                                                               now=timezone.now()), received_at=timezone.now())
+    events_record_pending()
+    assert not BudgetAlert.objects.exists()
+
+    assert budget_alerts_sweep.run() == 3
+    alerts = {(a.tenant_id, a.team.name, a.level) for a in BudgetAlert.objects.select_related("team")}
+    assert alerts == {(tenant.pk, "backend-engineers", "threshold"), (tenant.pk, "backend-engineers", "exceeded"),
+                      (other_tenant.pk, "backend-engineers", "threshold")}  # $0.009 of $0.01
+    assert sorted(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("event_type", flat=True)) == [
+        "budget.exceeded", "budget.threshold"]
+    assert budget_alerts_sweep.run() == 0
+    assert BudgetAlert.objects.count() == 3
+
+
 def test_threshold_of_100_percent_sends_only_the_exceeded_alert(tenant):
     budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
                   alert_threshold_pct=100)

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from budgets.tasks import budget_alerts_sweep
 from tenants.tasks import retry_due_webhook_deliveries
 from usage.tasks import (
     detect_spend_spikes,
@@ -11,6 +12,7 @@ from usage.tasks import (
 JOBS = {
     "record": sweep_unrecorded_events,
     "spikes": detect_spend_spikes,
+    "alerts": budget_alerts_sweep,
     "webhooks": retry_due_webhook_deliveries,
     "sessions": expire_sessions,
     "purge": purge_expired_events,
@@ -19,8 +21,8 @@ JOBS = {
 
 class Command(BaseCommand):
     help = ("Run the periodic jobs Celery beat runs in production, once, in this process: record pending events, "
-            "detect spend spikes, retry due webhooks, expire idle sessions, purge expired events. For the "
-            "embedded configuration (no beat there).")
+            "detect spend spikes, check every team budget for alerts, retry due webhooks, expire idle sessions, "
+            "purge expired events. For the embedded configuration (no beat there).")
 
     def add_arguments(self, parser):
         parser.add_argument("jobs", nargs="*", metavar="JOB", help=f"Some of: {', '.join(JOBS)} (default: all).")
