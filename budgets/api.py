@@ -13,6 +13,7 @@ from agentwatch_site.errors import NotFound, json_response, validation_error
 from agentwatch_site.pagination import paginate
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from agentwatch_site.serializers import page_of
+from agentwatch_site.text import CONTROL_CHARACTERS
 from budgets.selectors import (
     alert_list,
     audit_log_list,
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 SEED_EXAMPLE = {"team": "backend-engineers", "monthly_budget_usd": 500.00, "alert_threshold_pct": 80,
                 "hard_stop": True}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _money(**kwargs):
@@ -300,7 +300,7 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
         team = params.get("team")
         if "team" in params and team is None:
             errors["team"] = not_utf8
-        elif team and (len(team) > 100 or _CONTROL.search(team)):
+        elif team and (len(team) > 100 or CONTROL_CHARACTERS.search(team)):
             errors["team"] = ["Must be at most 100 characters, without control characters."]
         team = team or None
         if errors:

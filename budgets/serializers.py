@@ -1,15 +1,14 @@
 """Validation of a team budget, shared by the REST API and the dashboard's Budgets page (one code path)."""
 
-import re
 from decimal import Decimal
 
 from rest_framework import serializers
 
 from agentwatch_site.serializers import StrictBooleanField, StrictCharField
+from agentwatch_site.text import CONTROL_CHARACTERS
 
 MAX_MONTHLY_BUDGET_USD = Decimal("10000000")
 DEFAULT_ALERT_THRESHOLD_PCT = 80
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class BudgetInputSerializer(serializers.Serializer):
@@ -31,7 +30,7 @@ class BudgetInputSerializer(serializers.Serializer):
     )
 
     def validate_team(self, value: str) -> str:
-        if _CONTROL.search(value):
+        if CONTROL_CHARACTERS.search(value):
             raise serializers.ValidationError("Must not contain control characters.")
         return value
 

@@ -19,6 +19,7 @@ from django.db import transaction
 
 from agentwatch_site.errors import InvalidRequest, validation_error
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
+from agentwatch_site.text import CONTROL_CHARACTERS
 from tenants.models import Team, Tenant
 from usage.models import UsageEvent
 from usage.services.bulk import CHUNK_ROWS, insert_rows
@@ -31,7 +32,6 @@ MAX_RISKS = 32
 FUTURE_TOLERANCE = datetime.timedelta(minutes=5)
 EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 RISK_TAG = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 WAKE_KEY = "ingest:wake"
 WAKE_TTL_SECONDS = 5
@@ -84,7 +84,7 @@ class _Checker:
         if printable and not value.isprintable():
             self.fail(field, "Must contain printable characters only.")
             return ""
-        if _CONTROL.search(value):
+        if CONTROL_CHARACTERS.search(value):
             self.fail(field, "Must not contain control characters.")
             return ""
         if _SURROGATE.search(value):
