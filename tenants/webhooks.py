@@ -208,15 +208,18 @@ def slack_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def webhook_event_emit(*, tenant: Tenant, event_type: str, text: str, data: dict,
-                       event_id: str | None = None) -> list[WebhookDelivery]:
-    """One delivery per enabled endpoint subscribed to `event_type`; idempotent per endpoint and event id (by
-    default derived from the type and data). New deliveries are sent by a task after the commit."""
+def webhook_event_emit(*, tenant: Tenant, event_type: str, text: str, data: dict, event_id: str | None = None,
+                       occurred_at: datetime.datetime | None = None) -> list[WebhookDelivery]:
+    """One delivery per enabled endpoint subscribed to `event_type` (and, given `occurred_at`, created by then: an
+    endpoint is sent what happens after it is added); idempotent per endpoint and event id (by default derived
+    from the type and data). New deliveries are sent by a task after the commit."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     event_id = event_id or _derived_event_id(tenant, event_type, data)
-    endpoints = [e for e in WebhookEndpoint.objects.for_tenant(tenant).filter(enabled=True).order_by("id")
-                 if event_type in e.event_types]
+    endpoints = WebhookEndpoint.objects.for_tenant(tenant).filter(enabled=True).order_by("id")
+    if occurred_at is not None:
+        endpoints = endpoints.filter(created_at__lte=occurred_at)
+    endpoints = [e for e in endpoints if event_type in e.event_types]
     if not endpoints:
         return []
     payload = {"id": event_id, "type": event_type, "created_at": timezone.now().isoformat(),

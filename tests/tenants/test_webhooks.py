@@ -322,6 +322,20 @@ def test_anomaly_webhooks_lost_with_the_broker_are_sent_by_the_beat(tenant, admi
     assert len(receiver.requests) == 1 and delivery.attempts == 1
 
 
+def test_an_endpoint_added_later_is_not_sent_the_anomalies_opened_before_it(tenant, admin_api, deliveries):
+    from usage.tasks import detect_spend_spikes
+
+    earlier = timezone.now() - datetime.timedelta(minutes=30)
+    Anomaly.objects.create(tenant=tenant, kind="runaway_loop", session_id="old-loop", first_seen=earlier,
+                           last_seen=earlier, details={"prompt_tokens": [1, 2, 3, 5], "ratios": [2, 1.5, 1.67]})
+    with WebhookReceiver() as receiver:
+        create_endpoint(admin_api, receiver.url, ["anomaly.detected"])
+        detect_spend_spikes()  # the catch-up of recent anomalies' webhooks
+        time.sleep(0.5)
+    assert receiver.requests == []
+    assert not WebhookDelivery.objects.exists()
+
+
 @requires_production
 def test_a_hanging_receiver_does_not_delay_recording_with_a_worker_per_queue(transactional_db, tenant, admin_api,
                                                                              telemetry_api, allow_private):

@@ -109,13 +109,14 @@ def anomaly_notify(*, anomaly_id: int) -> None:
         return
     webhook_event_emit(
         tenant=anomaly.tenant, event_type="anomaly.detected", text=anomaly_text(anomaly),
-        data=anomaly_data(anomaly), event_id=f"anomaly_{anomaly.pk}",
+        data=anomaly_data(anomaly), event_id=f"anomaly_{anomaly.pk}", occurred_at=anomaly.first_seen,
     )
 
 
 def anomalies_notify_recent(*, hours: int = 2) -> int:
     """Catch-up for anomaly webhooks whose task was lost (broker down when it was opened): emitting is
-    idempotent per endpoint and anomaly, so re-emitting the recent ones sends only what is missing."""
+    idempotent per endpoint and anomaly, so re-emitting the recent ones sends only what is missing (and nothing
+    to an endpoint added after the anomaly was opened)."""
     since = timezone.now() - datetime.timedelta(hours=hours)
     recent = list(Anomaly.objects.filter(first_seen__gte=since).values_list("pk", flat=True)[:1000])
     for anomaly_id in recent:
