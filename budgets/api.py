@@ -174,7 +174,7 @@ def raw_query_params(query_string: str) -> tuple[dict[str, str | None], dict[str
         raw = query_string.encode("latin-1")  # WSGI carries the bytes as latin-1 text (PEP 3333)
     except UnicodeEncodeError:
         raw = query_string.encode("utf-8")
-    params: dict[str, str] = {}
+    params: dict[str, str | None] = {}
     sent: dict[str, bytes] = {}
     for part in raw.split(b"&"):
         if not part:
@@ -193,21 +193,25 @@ def raw_query_params(query_string: str) -> tuple[dict[str, str | None], dict[str
 # What httpx (aw-sdk's client) escapes itself in an unescaped query: a space, `"`, `<`, `>` and every non-ASCII
 # byte. Any other %XX in what aw-sdk sends was typed into the session id.
 _CLIENT_ESCAPE = re.compile(rb"%(20|22|3C|3E|[89A-F][0-9A-F])")
+# A byte that is not UTF-8, as Python's "surrogateescape" decoding holds it.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def sdk_literal_session_id(sent: bytes) -> str | None:
     """The session id as aw-sdk had it when it differs from the plain percent-decoding: only the escapes httpx
     adds are decoded, so an id such as `%41-run` stays `%41-run` (decoded, it would be another session, `A-run`).
-    None when both readings agree (no other %XX) or when this reading is not UTF-8."""
+    httpx escapes only UTF-8, so an escaped byte that is not part of a UTF-8 character was typed, and stays `%XX`
+    (`50%FF`). None when both readings agree."""
     if b"%" not in sent:
         return None
     literal = _CLIENT_ESCAPE.sub(lambda match: bytes([int(match.group(1), 16)]), sent)
-    if literal == unquote_to_bytes(sent):
-        return None
+    text = _ESCAPED_BYTE.sub(lambda match: f"%{ord(match.group()) - 0xDC00:02X}",
+                             literal.decode("utf-8", "surrogateescape"))
     try:
-        return literal.decode("utf-8")
+        decoded = unquote_to_bytes(sent).decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        decoded = None
+    return None if text == decoded else text
 
 
 def _is_session_id(value: str) -> bool:
@@ -284,7 +288,7 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
             literal = None
         if literal is not None and (session_id is None or not _is_session_id(session_id)):
             # Decoded, the id could never have been stored (ingest takes printable ids up to 200): aw-sdk sent it
-            # as typed, e.g. "step%0A3" or "50%ff".
+            # as typed, e.g. "step%0A3" or "50%FF".
             session_id, literal = literal, None
         if session_id is None:
             errors["session_id"] = not_utf8

@@ -72,7 +72,7 @@ def test_session_ids_with_plus_space_slash_colon_percent_and_non_ascii_survive_t
     # "%41-run" and "50%25 off" hold escapes httpx leaves alone: decoded, they would be other sessions; decoded,
     # "step%0A3" and "50%ff" could not be stored at all.
     session_ids = ["a+b", "ci run 7", "org/repo/job", "build:42:step", "ügé-東京", "100% done", "x=y?z", "%41-run",
-                   "50%25 off", "step%0A3", "50%ff"]
+                   "50%25 off", "step%0A3", "50%ff", "50%FF"]
     with FakeOpenAI(prompt_tokens=1000, completion_tokens=200) as fake:
         for n, session_id in enumerate(session_ids, start=1):
             client = enforced_client(fake, live_server.url, key, agentwatch_session_id=session_id,
