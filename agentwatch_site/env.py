@@ -94,20 +94,24 @@ def env_database_url(name: str, **options) -> dict | None:
 
 
 def env_redis_url(name: str) -> str:
-    """A Redis URL (redis://, rediss:// or unix://), checked now rather than on the first request; "" when unset."""
+    """A Redis URL (redis:// or rediss://), checked now rather than on the first request; "" when unset. A unix://
+    socket is refused: the cache could use it, but the Celery broker (kombu) has no such transport, so the worker
+    and beat would fail to start and every wake-up would fail to publish."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return ""
     problem = None
     try:
         parsed = urlsplit(raw)
-        if parsed.scheme not in ("redis", "rediss", "unix"):
-            problem = "it must start with redis://, rediss:// or unix://"
-        elif parsed.scheme != "unix" and not parsed.hostname:
+        if parsed.scheme == "unix":
+            problem = "a unix:// socket cannot carry the Celery broker; reach Redis over TCP (redis:// or rediss://)"
+        elif parsed.scheme not in ("redis", "rediss"):
+            problem = "it must start with redis:// or rediss://"
+        elif not parsed.hostname:
             problem = "it names no host"
         else:
             parsed.port  # noqa: B018 - raises ValueError on a port that is not a number in range
-            db = parsed.path.strip("/") if parsed.scheme != "unix" else ""
+            db = parsed.path.strip("/")
             if db and not db.isdigit():
                 problem = f"the database number {db!r} is not a number"
     except ValueError as exc:

@@ -187,7 +187,7 @@ def budget_alerts_sweep(*, now=None) -> int:
     for tenant in Tenant.objects.filter(pk__in=team_ids).order_by("pk"):
         created += len(budget_alerts_check(tenant=tenant, team_ids=team_ids[tenant.pk], now=now))
     if created:
-        logger.warning("budget alert sweep created alerts a lost check should have count=%s", created)
+        logger.info("budget alert sweep created alerts count=%s", created)
     return created
 
 

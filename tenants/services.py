@@ -7,7 +7,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from agentwatch_site.errors import ApiError, InvalidRequest
+from agentwatch_site.errors import ApiError, Conflict, InvalidRequest
 from agentwatch_site.metrics import EVENTS_REJECTED
 from tenants.keys import display_prefix, generate_key, hash_key
 from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant
@@ -18,10 +18,19 @@ logger = logging.getLogger(__name__)
 
 @transaction.atomic
 def tenant_create(*, name: str, slug: str | None = None) -> Tenant:
+    """A slug derived from the name gets -2, -3 … when taken; an explicit slug that is taken is refused (a script
+    would otherwise go on to make keys for the tenant that already had it)."""
     name = name.strip()
     if not name:
         raise InvalidRequest("Tenant name must not be empty.", code="validation_error")
-    base = slugify(slug or name)[:50] or "tenant"
+    if slug is not None:
+        explicit = slugify(slug)[:50]
+        if not explicit:
+            raise InvalidRequest(f"Slug {slug!r} has no letters or digits.", code="validation_error")
+        if Tenant.objects.filter(slug=explicit).exists():
+            raise Conflict(f"A tenant with slug {explicit!r} already exists; choose another slug.")
+        return Tenant.objects.create(name=name, slug=explicit)
+    base = slugify(name)[:50] or "tenant"
     candidate, n = base, 1
     while Tenant.objects.filter(slug=candidate).exists():
         n += 1

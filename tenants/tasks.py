@@ -5,7 +5,12 @@ from celery import shared_task
 from django.utils import timezone
 
 from tenants.services import api_key_touch
-from tenants.webhooks import webhook_deliveries_due, webhook_delivery_attempt
+from tenants.webhooks import (
+    ATTEMPT_SOFT_TIME_LIMIT_SECONDS,
+    ATTEMPT_TIME_LIMIT_SECONDS,
+    webhook_deliveries_due,
+    webhook_delivery_attempt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +24,8 @@ def api_key_touch_task(key_id: int, used_at: str) -> None:
 COUNTDOWN_LIMIT_SECONDS = 300
 
 
-@shared_task(acks_late=True, time_limit=60, soft_time_limit=45, ignore_result=True)
+@shared_task(acks_late=True, time_limit=ATTEMPT_TIME_LIMIT_SECONDS, soft_time_limit=ATTEMPT_SOFT_TIME_LIMIT_SECONDS,
+             ignore_result=True)
 def webhook_deliver(delivery_id: int) -> None:
     """One attempt; after a retryable failure, the next attempt is scheduled here (soon) or by the beat task."""
     delivery = webhook_delivery_attempt(delivery_id=delivery_id)

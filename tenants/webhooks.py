@@ -40,6 +40,10 @@ FAILING_DISABLE_AFTER = datetime.timedelta(hours=24)
 # Failures further apart than this are not one failing period (retries of one delivery are at most an hour apart).
 FAILING_GAP = datetime.timedelta(hours=6)
 MAX_BACKOFF_SECONDS = 3600
+# The delivery task's limits (tenants.tasks.webhook_deliver). The timeout bounds each read, not a whole response, so
+# an attempt to a receiver that trickles bytes runs until the soft limit cuts it off.
+ATTEMPT_SOFT_TIME_LIMIT_SECONDS = 45
+ATTEMPT_TIME_LIMIT_SECONDS = 60
 RETRY_SCAN_LIMIT = 500
 
 
@@ -211,8 +215,9 @@ def slack_text(text: str) -> str:
 def webhook_event_emit(*, tenant: Tenant, event_type: str, text: str, data: dict, event_id: str | None = None,
                        occurred_at: datetime.datetime | None = None) -> list[WebhookDelivery]:
     """One delivery per enabled endpoint subscribed to `event_type` (and, given `occurred_at`, created by then: an
-    endpoint is sent what happens after it is added); idempotent per endpoint and event id (by default derived
-    from the type and data). New deliveries are sent by a task after the commit."""
+    anomaly opened before an endpoint was added is not sent to it, even when it is detected again later);
+    idempotent per endpoint and event id (by default derived from the type and data). New deliveries are sent by
+    a task after the commit."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     event_id = event_id or _derived_event_id(tenant, event_type, data)
@@ -308,8 +313,11 @@ def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = Non
     it). Records the outcome and, after a retryable failure, when to try again."""
     max_attempts = max_attempts or settings.WEBHOOK_MAX_ATTEMPTS
     now = timezone.now()
-    # The lease outlives the HTTP timeout: if this worker dies mid-attempt, the retry task takes it over later.
-    lease = now + datetime.timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30)
+    # The lease outlives the attempt (the HTTP timeout, and the task's hard time limit for a receiver that trickles
+    # its answer), so no second attempt starts while one runs; if this worker dies mid-attempt, the retry task
+    # takes it over after the lease.
+    lease = now + datetime.timedelta(
+        seconds=max(settings.WEBHOOK_TIMEOUT_SECONDS * 2, ATTEMPT_TIME_LIMIT_SECONDS) + 30)
     due = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )

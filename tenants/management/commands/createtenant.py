@@ -2,9 +2,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.text import slugify
 
-from tenants.models import Tenant
+from agentwatch_site.errors import ApiError
 from tenants.services import tenant_create, user_create_owner
 
 
@@ -26,13 +25,6 @@ class Command(BaseCommand):
             raise CommandError("Tenant name must not be empty.")
         if bool(admin_username) != bool(admin_password):
             raise CommandError("--admin-username and --admin-password go together.")
-        if slug is not None:
-            if not slugify(slug):
-                raise CommandError(f"--slug {slug!r} has no letters or digits.")
-            # Else the tenant would quietly get another slug, and `createapikey --tenant <slug>` would make keys
-            # for the tenant that already had it.
-            if Tenant.objects.filter(slug=slugify(slug)[:50]).exists():
-                raise CommandError(f"A tenant with slug {slugify(slug)[:50]!r} already exists; choose another --slug.")
         existing_user = None
         if admin_username:
             existing_user = get_user_model().objects.filter(username=admin_username).first()
@@ -42,7 +34,10 @@ class Command(BaseCommand):
                                                                             email=admin_email))
                 except ValidationError as exc:
                     raise CommandError(f"--admin-password is too weak: {' '.join(exc.messages)}") from None
-        tenant = tenant_create(name=name, slug=slug)
+        try:
+            tenant = tenant_create(name=name, slug=slug)
+        except ApiError as exc:
+            raise CommandError(exc.message) from None
         if admin_username:
             user_create_owner(tenant=tenant, username=admin_username, password=admin_password, email=admin_email)
             if existing_user is None:

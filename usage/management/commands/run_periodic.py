@@ -1,6 +1,6 @@
+from celery import current_app
 from django.core.management.base import BaseCommand, CommandError
 
-from budgets.tasks import budget_alerts_sweep
 from tenants.tasks import retry_due_webhook_deliveries
 from usage.tasks import (
     detect_spend_spikes,
@@ -12,7 +12,8 @@ from usage.tasks import (
 JOBS = {
     "record": sweep_unrecorded_events,
     "spikes": detect_spend_spikes,
-    "alerts": budget_alerts_sweep,
+    # Looked up by name, like the recorder's follow-up: usage does not import budgets.
+    "alerts": lambda: current_app.tasks["budgets.tasks.budget_alerts_sweep"](),
     "webhooks": retry_due_webhook_deliveries,
     "sessions": expire_sessions,
     "purge": purge_expired_events,

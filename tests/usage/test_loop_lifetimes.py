@@ -1,4 +1,4 @@
-"""Review of the workers: runaway loops across session lifetimes."""
+"""Runaway loops across session lifetimes: a session id reused after 24 h idle starts its iterations again."""
 
 import datetime
 

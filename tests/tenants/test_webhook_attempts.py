@@ -1,4 +1,4 @@
-"""Review of webhook delivery: attempts cut short stay bounded, and old failures do not disable an endpoint."""
+"""Webhook attempts: attempts cut short stay bounded, and old failures do not disable an endpoint."""
 
 import datetime
 import signal
@@ -89,6 +89,32 @@ def test_an_attempt_cut_off_by_the_task_time_limit_counts_as_a_timeout(tenant, a
     assert (delivery.status, delivery.attempts) == ("pending", 1)
     assert "timed out" in delivery.last_error
     assert delivery.next_attempt_at is not None
+
+
+def test_an_attempt_still_running_is_not_due_again_before_its_task_could_be_killed(
+        tenant, admin_api, knobs, monkeypatch, django_capture_on_commit_callbacks):
+    """The beat retry task must not start a second, concurrent POST of a delivery whose attempt is still running
+    (a receiver trickling its answer keeps it running until the task's soft time limit)."""
+    import time_machine
+
+    from tenants import webhooks
+
+    due_while_running = []
+
+    def post_that_runs_until_the_hard_time_limit(endpoint, payload):
+        later = timezone.now() + datetime.timedelta(seconds=webhooks.ATTEMPT_TIME_LIMIT_SECONDS + 1)
+        with time_machine.travel(later, tick=False):
+            due_while_running.extend(webhooks.webhook_deliveries_due())
+        return webhooks.Outcome(200, "", retryable=False)
+
+    monkeypatch.setattr(webhooks, "_post", post_that_runs_until_the_hard_time_limit)
+    create_endpoint(admin_api, "http://127.0.0.1:9/hook")
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery = pending_delivery(tenant, {"n": 3})
+    webhook_delivery_attempt(delivery_id=delivery.pk)
+    assert due_while_running == []
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("succeeded", 1)
 
 
 def test_a_delivery_whose_last_attempt_never_finished_fails_instead_of_being_retried_forever(
