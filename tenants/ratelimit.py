@@ -155,12 +155,17 @@ def _incr_with_expiry(key: str, amount: int = 1) -> int:
 
 
 def rate_limit_peek(*, tenant: Tenant, bucket: str) -> RateDecision:
+    """The count so far, without counting: the shared one, or this process's own while Redis cannot be reached."""
     limit = limit_for(tenant, bucket)
     window, retry_after = _window(time.time())
     try:
+        if redis_skipped():
+            raise ConnectionError("skipping Redis after a timeout")
         count = int(cache.get(f"rl:{tenant.pk}:{bucket}:{window}") or 0)
     except Exception:
-        count = 0
+        with _leases_lock:
+            counted_window, hits = _counted_here.get((tenant.pk, bucket), (window, 0))
+        count = hits if counted_window == window else 0
     return RateDecision(allowed=limit == 0 or count < limit, limit=limit, count=count, retry_after=retry_after)
 
 

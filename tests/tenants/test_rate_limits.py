@@ -74,6 +74,7 @@ def test_300_concurrent_requests_let_exactly_100_through(live_server, tenant, ad
 def test_without_redis_each_process_holds_a_tenant_to_its_limit(settings, tenant, admin_key, other_admin_api):
     """Redis unreachable: a tenant within its limit loses nothing, and a runaway one is still stopped (by this
     process's own count) instead of being let through unlimited."""
+    from tenants.selectors import api_key_cache_forget
     from tests.conftest import api_client_for
 
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -84,6 +85,12 @@ def test_without_redis_each_process_holds_a_tenant_to_its_limit(settings, tenant
     client = api_client_for(admin_key)
     assert [client.get("/v1/me").status_code for _ in range(3)] == [200, 200, 429]
     assert other_admin_api.get("/v1/me").status_code == 200
+    tenant.admin_rate_limit_per_minute = 5
+    tenant.save()
+    api_key_cache_forget()  # the key's tenant, remembered for a second, has the old limit
+    # /v1/me shows this process's own count: 3 hits so far, and this one makes 4.
+    admin = client.get("/v1/me").json()["rate_limits"]["admin"]
+    assert (admin["used_this_minute"], admin["remaining_this_minute"]) == (4, 1)
 
 
 @pytest.mark.django_db
