@@ -2,6 +2,7 @@
 
 import datetime
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -10,6 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from agentwatch_site.dates import tenant_day, tenant_month_days
+from agentwatch_site.errors import ApiError
+from agentwatch_site.pagination import keyset_page
 from budgets.models import TeamBudget
 from budgets.selectors import alert_list, audit_log_list, budget_list_with_spend, budget_status
 from budgets.serializers import BudgetInputSerializer
@@ -118,12 +121,28 @@ def _errors(exc_or_serializer) -> dict[str, list[str]]:
             for name, messages in detail.items()}
 
 
+AUDIT_PAGE_SIZE = 50
+
+
+def _audit_page(request) -> dict:
+    """The audit log, newest first, one page at a time (`?audit_cursor=`; a cursor that does not parse starts
+    again from the newest)."""
+    entries = audit_log_list(tenant=request.tenant)
+    try:
+        page = keyset_page(entries, order=("-id",), cursor=request.GET.get("audit_cursor") or None,
+                           limit=AUDIT_PAGE_SIZE)
+    except ApiError:
+        page = keyset_page(entries, order=("-id",), cursor=None, limit=AUDIT_PAGE_SIZE)
+    return {"audit": page.items, "audit_next_query": urlencode({"audit_cursor": page.next_cursor})
+            if page.next_cursor else None}
+
+
 def _budgets_context(request, **extra) -> dict:
     context = {
         "active_nav": "budgets",
         "budgets": _with_status(budget_list_with_spend(tenant=request.tenant)),
         "alerts": list(alert_list(tenant=request.tenant)[:50]),
-        "audit": list(audit_log_list(tenant=request.tenant)[:50]),
+        **_audit_page(request),
         "form_values": {"alert_threshold_pct": 80},
         "form_errors": {},
     }
@@ -152,6 +171,8 @@ def budgets(request):
         if not request.htmx:
             return redirect("budgets")
         return render(request, "budgets/_budgets_panel.html", _budgets_context(request))
+    if request.htmx and request.htmx.target == "audit-more":
+        return render(request, "budgets/_audit_rows_more.html", _audit_page(request))
     return render_page(request, "budgets/budgets.html", _budgets_context(request),
                        fragment="budgets/_budgets_panel.html")
 

@@ -101,3 +101,23 @@ def test_narrow_windows_show_the_whole_nav_and_long_team_names_fit(page, owner, 
         box = button.bounding_box()
         assert box["x"] + box["width"] <= width, f"{button.inner_text()} is off-screen at {width}px"
     screenshot(page, f"narrow-budgets-{width}")
+
+
+def test_load_more_appends_older_rows_in_place(page, owner, tenant, console):
+    """The "Load older …" buttons (here the audit log's) add the next page's rows to the same table, once."""
+    from budgets.models import BudgetAuditLog
+
+    for n in range(55):
+        BudgetAuditLog.objects.create(tenant=tenant, team_name=f"team-{n:02d}", action="created",
+                                      actor_label="user olivia", after={"monthly_budget_usd": "5.00",
+                                                                        "alert_threshold_pct": 80, "hard_stop": False})
+    sign_in(page, "olivia")
+    page.goto("/budgets/")
+    rows = page.locator("#audit-rows tr")
+    expect(rows).to_have_count(50)
+    page.get_by_role("link", name="Load older changes").click()
+    expect(rows).to_have_count(55)
+    expect(rows.last).to_contain_text("team-00")
+    expect(page.get_by_role("link", name="Load older changes")).to_have_count(0)
+    assert page.url.endswith("/budgets/")
+    assert console.errors() == []

@@ -137,3 +137,22 @@ def test_clearing_the_alert_threshold_in_the_inline_edit_is_a_form_error(admin_c
     assert kept.status_code == 200
     budget.refresh_from_db()
     assert (budget.monthly_budget_usd, budget.alert_threshold_pct) == (Decimal("120"), 50)
+
+
+def test_the_whole_audit_log_can_be_paged_through_on_the_budgets_page(owner_client, tenant, htmx):
+    import re
+
+    for n in range(55):
+        BudgetAuditLog.objects.create(tenant=tenant, team_name=f"team-{n:02d}", action="created",
+                                      actor_label="user alice", after={"monthly_budget_usd": "5.00",
+                                                                       "alert_threshold_pct": 80, "hard_stop": False})
+    page = owner_client.get("/budgets/").content.decode()
+    assert "team-54" in page and "team-05" in page and "team-04" not in page  # the newest 50
+    more = re.search(r'hx-get="(/budgets/\?audit_cursor=[^"]+)"', page).group(1).replace("&amp;", "&")
+    older = owner_client.get(more, **htmx("audit-more")).content.decode()
+    assert "<html" not in older and 'hx-swap-oob="beforeend:#audit-rows"' in older
+    assert [int(n) for n in re.findall(r"team-(\d\d)", older)] == [4, 3, 2, 1, 0]
+    assert 'id="audit-more"' not in older  # nothing older left
+    # Without JavaScript the link shows the older page in the card; a cursor that does not parse starts over.
+    assert "team-04" in owner_client.get(more).content.decode()
+    assert "team-54" in owner_client.get("/budgets/?audit_cursor=garbage").content.decode()
