@@ -1,12 +1,13 @@
 """Writes: team budgets (each change audited) and threshold alerts."""
 
+import datetime
 import logging
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agentwatch_site.dates import tenant_month_days
+from agentwatch_site.dates import tenant_day, tenant_month_days, tenant_zone
 from agentwatch_site.errors import InvalidRequest
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from budgets.selectors import month_spend_subquery, pct_used
@@ -165,33 +166,47 @@ def budget_alerts_check(*, tenant: Tenant, team_ids: list[int], now=None) -> lis
         BudgetAlert.objects.for_tenant(tenant).filter(team_id__in=[b.team_id for b in budgets], month=month)
         .values_list("team_id", "level")
     )
+    this_month = month == tenant_month_days(tenant)[0]
     created = []
     for budget in budgets:
         for level in _levels_reached(budget, budget.current_spend):
             if (budget.team_id, level) in existing:
                 continue
-            alert = _alert_create(tenant=tenant, budget=budget, month=month, level=level)
+            alert = _alert_create(tenant=tenant, budget=budget, month=month, level=level, this_month=this_month)
             if alert is not None:
                 created.append(alert)
     return created
 
 
+LATE_EVENTS_LOOKBACK = datetime.timedelta(days=2)
+
+
 def budget_alerts_sweep(*, now=None) -> int:
     """Check every budgeted team of every tenant against its month-to-date spend: creates the alerts whose check
-    after recording was lost (a broker outage between the recording commit and the dispatch). Idempotent like the
-    check itself. Returns how many alerts it created."""
+    after recording was lost (a broker outage between the recording commit and the dispatch), and, in a month's
+    first two days, those of the previous month that late events called for. Idempotent like the check itself.
+    Returns how many alerts it created."""
     team_ids: dict[int, list[int]] = {}
     for tenant_id, team_id in TeamBudget.objects.order_by("tenant_id", "team_id").values_list("tenant_id", "team_id"):
         team_ids.setdefault(tenant_id, []).append(team_id)
+    now = now or timezone.now()
     created = 0
     for tenant in Tenant.objects.filter(pk__in=team_ids).order_by("pk"):
         created += len(budget_alerts_check(tenant=tenant, team_ids=team_ids[tenant.pk], now=now))
+        # Events recorded just after the month turned (sent in its last seconds, or delayed) still count for
+        # it, but the check after recording looks at the new month: look back for the first days.
+        first, _ = tenant_month_days(tenant, now)
+        if tenant_day(tenant, now) - first < LATE_EVENTS_LOOKBACK:
+            month_end = datetime.datetime.combine(first, datetime.time(), tzinfo=tenant_zone(tenant))
+            created += len(budget_alerts_check(tenant=tenant, team_ids=team_ids[tenant.pk],
+                                               now=month_end - datetime.timedelta(microseconds=1)))
     if created:
         logger.info("budget alert sweep created alerts count=%s", created)
     return created
 
 
-def _alert_create(*, tenant: Tenant, budget: TeamBudget, month, level: str) -> BudgetAlert | None:
+def _alert_create(*, tenant: Tenant, budget: TeamBudget, month, level: str, this_month: bool = True,
+                  ) -> BudgetAlert | None:
     try:
         with transaction.atomic():
             alert = BudgetAlert.objects.create(
@@ -199,7 +214,7 @@ def _alert_create(*, tenant: Tenant, budget: TeamBudget, month, level: str) -> B
                 threshold_pct=100 if level == BudgetAlert.Level.EXCEEDED else budget.alert_threshold_pct,
                 spend_usd=budget.current_spend, budget_usd=budget.monthly_budget_usd,
             )
-            _notify(tenant=tenant, budget=budget, alert=alert)
+            _notify(tenant=tenant, budget=budget, alert=alert, this_month=this_month)
     except IntegrityError:
         # Another worker created this alert first; it sends the webhook.
         return None
@@ -207,21 +222,25 @@ def _alert_create(*, tenant: Tenant, budget: TeamBudget, month, level: str) -> B
     return alert
 
 
-def alert_text(alert: BudgetAlert, *, team_name: str, hard_stop: bool) -> str:
+def alert_text(alert: BudgetAlert, *, team_name: str, hard_stop: bool, this_month: bool = True) -> str:
     pct = pct_used(alert.spend_usd, alert.budget_usd)
     spent = f"${alert.spend_usd.quantize(Decimal('0.01')):,}"
     budget = f"${alert.budget_usd:,}"
     month = alert.month.strftime("%B %Y")
     if alert.level == BudgetAlert.Level.EXCEEDED:
-        consequence = ("Hard stop is on: aw-sdk calls of this team are now blocked." if hard_stop
-                       else "Hard stop is off: calls continue.")
+        if not this_month:
+            consequence = "Late events put the month over; the team's budget has since started again."
+        elif hard_stop:
+            consequence = "Hard stop is on: aw-sdk calls of this team are now blocked."
+        else:
+            consequence = "Hard stop is off: calls continue."
         return (f"Team {team_name} has exceeded its {budget} monthly budget for {month}: {spent} spent "
                 f"({pct}%). {consequence}")
     return (f"Team {team_name} has used {pct}% of its {budget} monthly budget for {month} ({spent} spent; "
             f"alert threshold {alert.threshold_pct}%).")
 
 
-def _notify(*, tenant: Tenant, budget: TeamBudget, alert: BudgetAlert) -> None:
+def _notify(*, tenant: Tenant, budget: TeamBudget, alert: BudgetAlert, this_month: bool = True) -> None:
     """Hand the alert to the webhook sender, in the alert's transaction (the delivery rows commit with it).
     A failing sender never loses the alert: it is logged and the alert stays listed."""
     try:
@@ -244,7 +263,8 @@ def _notify(*, tenant: Tenant, budget: TeamBudget, alert: BudgetAlert) -> None:
     try:
         with transaction.atomic():
             webhook_event_emit(tenant=tenant, event_type=event_type,
-                               text=alert_text(alert, team_name=budget.team.name, hard_stop=budget.hard_stop),
+                               text=alert_text(alert, team_name=budget.team.name, hard_stop=budget.hard_stop,
+                                               this_month=this_month),
                                data=data, event_id=f"budget-alert-{alert.pk}")
     except Exception:
         logger.exception("could not hand budget alert to the webhook sender alert_id=%s", alert.pk)

@@ -188,6 +188,40 @@ def test_month_boundary_last_second_of_a_month_and_first_of_the_next(tenant, adm
                       (datetime.date(2026, 2, 1), "threshold")]
 
 
+def test_events_recorded_after_the_month_turned_still_alert_for_their_month(tenant, settings):
+    """Sent in a month's last second, recorded in the next: they count for their own month, and the sweep (not
+    the check after recording, which looks at the new month) sends that month's alerts, saying the budget has
+    started again. Tenant in New York, so the month turns at 05:00 UTC."""
+    from budgets.services import budget_alerts_sweep
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    tenant.timezone = "America/New_York"
+    tenant.save(update_fields=["timezone"])
+    endpoint, _ = webhook_endpoint_create(tenant=tenant, url="http://127.0.0.1:9/hook",
+                                          event_types=["budget.exceeded"])
+    sent = datetime.datetime(2026, 2, 1, 4, 59, 59, tzinfo=datetime.UTC)  # 23:59:59 on 31 January in New York
+    recorded = sent + datetime.timedelta(seconds=3)
+    with time_machine.travel(sent - datetime.timedelta(days=2), tick=False):
+        budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                      hard_stop=True)
+    with time_machine.travel(recorded, tick=False):
+        event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(4000), now=sent), received_at=sent)
+        events_record_pending()
+        team = Team.objects.get(tenant=tenant)
+        assert budget_alerts_check(tenant=tenant, team_ids=[team.pk]) == []  # February has no spend
+    with time_machine.travel(recorded + datetime.timedelta(minutes=5), tick=False):
+        assert budget_alerts_sweep() == 2
+        assert budget_alerts_sweep() == 0
+    assert sorted(BudgetAlert.objects.values_list("month", "level")) == [
+        (datetime.date(2026, 1, 1), "exceeded"), (datetime.date(2026, 1, 1), "threshold")]
+    text = WebhookDelivery.objects.get(endpoint=endpoint).payload["text"]
+    assert "January 2026" in text and "started again" in text and "now blocked" not in text
+    # Two days into the month the sweep no longer looks back.
+    BudgetAlert.objects.all().delete()
+    with time_machine.travel(recorded + datetime.timedelta(days=2, minutes=5), tick=False):
+        assert budget_alerts_sweep() == 0
+
+
 def test_month_follows_the_tenants_time_zone(tenant, admin_api):
     tenant.timezone = "America/New_York"
     tenant.save(update_fields=["timezone"])
