@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from django.db import models
 from django.db.models import Q
+from rest_framework.response import Response
 
 from agentwatch_site.errors import validation_error
 
@@ -146,3 +147,9 @@ def paginate(request, queryset, *, order: tuple[str, ...] = DEFAULT_ORDER, defau
     limit = parse_limit(request.GET.get("limit"), default=default_limit, maximum=max_limit)
     page = keyset_page(queryset, order=order, cursor=request.GET.get("cursor") or None, limit=limit)
     return {"results": page.items, "next": page_url(request, page.next_cursor)}
+
+
+def paginated_response(request, queryset, serializer_class, *, order: tuple[str, ...] = DEFAULT_ORDER):
+    """A list endpoint's answer: one page of `queryset` written by `serializer_class`, {"results", "next"}."""
+    page = paginate(request, queryset, order=order)
+    return Response({"results": serializer_class(page["results"], many=True).data, "next": page["next"]})

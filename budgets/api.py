@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.errors import NotFound, json_response, validation_error
-from agentwatch_site.pagination import paginate
+from agentwatch_site.pagination import paginated_response
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from agentwatch_site.serializers import page_of
 from agentwatch_site.text import CONTROL_CHARACTERS
@@ -368,8 +368,7 @@ class AlertListApi(TenantApi):
     )
     def get(self, request):
         alerts = alert_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)
-        page = paginate(request, alerts, order=("-id",))
-        return Response({"results": AlertOutput(page["results"], many=True).data, "next": page["next"]})
+        return paginated_response(request, alerts, AlertOutput, order=("-id",))
 
 
 # --- Audit log ------------------------------------------------------------------------------------------
@@ -399,5 +398,4 @@ class AuditLogListApi(TenantApi):
     )
     def get(self, request):
         entries = audit_log_list(tenant=request.tenant, team_name=request.query_params.get("team") or None)
-        page = paginate(request, entries, order=("-id",))
-        return Response({"results": AuditEntryOutput(page["results"], many=True).data, "next": page["next"]})
+        return paginated_response(request, entries, AuditEntryOutput, order=("-id",))

@@ -2,7 +2,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agentwatch_site.pagination import paginate
+from agentwatch_site.pagination import paginated_response
 from agentwatch_site.serializers import StrictBooleanField, StrictCharField, page_of
 from tenants.api_base import TenantApi
 from tenants.models import WebhookDelivery, WebhookEndpoint
@@ -117,5 +117,4 @@ class WebhookDeliveryListApi(TenantApi):
                    tags=["webhooks"])
     def get(self, request, endpoint_id: int):
         endpoint = get_for_tenant_or_404(WebhookEndpoint, tenant=request.tenant, pk=endpoint_id)
-        page = paginate(request, webhook_delivery_list(endpoint=endpoint), order=("-id",))
-        return Response({"results": DeliveryOutput(page["results"], many=True).data, "next": page["next"]})
+        return paginated_response(request, webhook_delivery_list(endpoint=endpoint), DeliveryOutput, order=("-id",))

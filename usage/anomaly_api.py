@@ -2,7 +2,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agentwatch_site.pagination import paginate
+from agentwatch_site.pagination import paginated_response
 from agentwatch_site.serializers import page_of
 from tenants.api_base import TenantApi
 from tenants.selectors import get_for_tenant_or_404
@@ -63,8 +63,7 @@ class AnomalyListApi(TenantApi):
             session_id=data.get("session_id") or data.get("session"),
             status=STATUS_FILTERS[data["status"]] if data.get("status") else None,
         )
-        page = paginate(request, anomalies, order=("-id",))
-        return Response({"results": AnomalyOutput(page["results"], many=True).data, "next": page["next"]})
+        return paginated_response(request, anomalies, AnomalyOutput, order=("-id",))
 
 
 class AnomalyAcknowledgeApi(TenantApi):

@@ -21,7 +21,7 @@ from agentwatch_site.dates import month_start, tenant_day, tenant_month_days
 from agentwatch_site.errors import ApiError, json_response, validation_error
 from agentwatch_site.metrics import EVENTS_ACCEPTED
 from agentwatch_site.openapi import error_response
-from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginate
+from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginated_response
 from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.services import rejected_telemetry_count
 from usage.csv_export import csv_cell, csv_lines
@@ -206,8 +206,7 @@ class EventListApi(TenantApi):
     )
     def get(self, request):
         events = event_list(tenant=request.tenant, filters=request.query_params)
-        page = paginate(request, events)
-        return Response({"results": self.OutputSerializer(page["results"], many=True).data, "next": page["next"]})
+        return paginated_response(request, events, self.OutputSerializer)
 
 
 def _parse_group_by(value: str | None) -> list[str]:
@@ -433,8 +432,7 @@ class SessionListApi(TenantApi):
                 raise validation_error({name: [f"Must be at most {max_length} characters, without NUL."]})
             filters[name] = value or None
         sessions = session_list(tenant=request.tenant, **filters)
-        page = paginate(request, sessions, order=("-id",))
-        return Response({"results": SessionOutputSerializer(page["results"], many=True).data, "next": page["next"]})
+        return paginated_response(request, sessions, SessionOutputSerializer, order=("-id",))
 
 
 class SessionDetailApi(TenantApi):
