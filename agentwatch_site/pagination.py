@@ -19,7 +19,7 @@ from django.db import models
 from django.db.models import Q
 from rest_framework.response import Response
 
-from agentwatch_site.errors import validation_error
+from agentwatch_site.errors import ApiError, validation_error
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -32,6 +32,7 @@ _BIGINT = 2**63 - 1
 class KeysetPage:
     items: list
     next_cursor: str | None
+    first: bool = True  # no cursor: the first page
 
 
 def parse_limit(value, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
@@ -126,10 +127,20 @@ def keyset_page(queryset, *, order: tuple[str, ...] = DEFAULT_ORDER, cursor: str
         queryset = queryset.filter(_after(order, decode_cursor(cursor, model=queryset.model, order=order)))
     rows = list(queryset[: limit + 1])
     if len(rows) <= limit:
-        return KeysetPage(items=rows, next_cursor=None)
+        return KeysetPage(items=rows, next_cursor=None, first=not cursor)
     rows = rows[:limit]
     last = rows[-1]
-    return KeysetPage(items=rows, next_cursor=encode_cursor([getattr(last, name.lstrip("-")) for name in order]))
+    return KeysetPage(items=rows, next_cursor=encode_cursor([getattr(last, name.lstrip("-")) for name in order]),
+                      first=not cursor)
+
+
+def keyset_page_or_first(queryset, *, order: tuple[str, ...], cursor: str | None, limit: int) -> KeysetPage:
+    """For pages (not the API, where a bad cursor is a 400): a cursor that does not parse, from an old bookmark or
+    a hand-edited URL, starts again from the first page. `page.first` says which page this is."""
+    try:
+        return keyset_page(queryset, order=order, cursor=cursor, limit=limit)
+    except ApiError:
+        return keyset_page(queryset, order=order, cursor=None, limit=limit)
 
 
 def page_url(request, cursor: str | None) -> str | None:

@@ -11,8 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from agentwatch_site.dates import tenant_day, tenant_month_days
-from agentwatch_site.errors import ApiError
-from agentwatch_site.pagination import keyset_page
+from agentwatch_site.pagination import keyset_page_or_first
 from budgets.models import TeamBudget
 from budgets.selectors import alert_list, audit_log_list, budget_list_with_spend, budget_status
 from budgets.serializers import BudgetInputSerializer
@@ -127,12 +126,8 @@ AUDIT_PAGE_SIZE = 50
 def _audit_page(request) -> dict:
     """The audit log, newest first, one page at a time (`?audit_cursor=`; a cursor that does not parse starts
     again from the newest)."""
-    entries = audit_log_list(tenant=request.tenant)
-    try:
-        page = keyset_page(entries, order=("-id",), cursor=request.GET.get("audit_cursor") or None,
-                           limit=AUDIT_PAGE_SIZE)
-    except ApiError:
-        page = keyset_page(entries, order=("-id",), cursor=None, limit=AUDIT_PAGE_SIZE)
+    page = keyset_page_or_first(audit_log_list(tenant=request.tenant), order=("-id",),
+                                cursor=request.GET.get("audit_cursor") or None, limit=AUDIT_PAGE_SIZE)
     return {"audit": page.items, "audit_next_query": urlencode({"audit_cursor": page.next_cursor})
             if page.next_cursor else None}
 

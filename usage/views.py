@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from agentwatch_site.errors import ApiError
-from agentwatch_site.pagination import decode_cursor, encode_cursor, keyset_page
+from agentwatch_site.pagination import decode_cursor, encode_cursor, keyset_page_or_first
 from tenants.selectors import get_for_tenant_or_404, team_list
 from tenants.services import tenant_settings_update
 from tenants.views import member_required, render_page
@@ -84,12 +84,8 @@ def _team_choices(tenant, team: str) -> dict:
 def activity(request):
     filters = _filters(request)
     events, errors = _events_or_errors(request, filters)
-    cursor = request.GET.get("cursor") or None
-    try:
-        page = keyset_page(events, order=EVENT_ORDER, cursor=cursor, limit=ACTIVITY_PAGE_SIZE)
-    except ApiError:
-        page = keyset_page(events, order=EVENT_ORDER, cursor=None, limit=ACTIVITY_PAGE_SIZE)
-        cursor = None
+    page = keyset_page_or_first(events, order=EVENT_ORDER, cursor=request.GET.get("cursor") or None,
+                                limit=ACTIVITY_PAGE_SIZE)
     context = {
         "active_nav": "activity",
         "events": page.items,
@@ -97,7 +93,7 @@ def activity(request):
         "errors": errors,
         "filter_query": _query(filters),
         "next_query": _query(filters, cursor=page.next_cursor) if page.next_cursor else None,
-        "live_query": _query(filters, after=_live_mark(page.items)) if not cursor else None,
+        "live_query": _query(filters, after=_live_mark(page.items)) if page.first else None,
         "is_filtered": bool(filters),
         "date_inputs": {name: "text" if filters.get(name) and not _PLAIN_DATE.match(filters[name]) else "date"
                         for name in ("from", "to")},
@@ -194,11 +190,8 @@ def sessions(request):
     if flagged:
         rows = rows.filter(flagged=True)
     params = {**filters, "over_limit": "1" if over_limit else "", "flagged": "1" if flagged else ""}
-    try:
-        page = keyset_page(rows, order=SESSION_ORDER, cursor=request.GET.get("cursor") or None,
-                           limit=SESSIONS_PAGE_SIZE)
-    except ApiError:
-        page = keyset_page(rows, order=SESSION_ORDER, cursor=None, limit=SESSIONS_PAGE_SIZE)
+    page = keyset_page_or_first(rows, order=SESSION_ORDER, cursor=request.GET.get("cursor") or None,
+                                limit=SESSIONS_PAGE_SIZE)
     for state in page.items:
         state.pct_of_limit = (state.spent_usd / state.last_limit_usd * 100) if state.last_limit_usd else None
         state.bar_pct = min(Decimal("100"), state.pct_of_limit) if state.pct_of_limit is not None else None
@@ -266,11 +259,8 @@ def anomalies(request):
     status = status if status in Anomaly.Status.values else ""
     rows = anomaly_list(tenant=tenant, kind=kind or None, status=status or None, team=team or None)
     params = {"kind": kind, "status": status, "team": team}
-    try:
-        page = keyset_page(rows, order=ANOMALY_ORDER, cursor=request.GET.get("cursor") or None,
-                           limit=ANOMALIES_PAGE_SIZE)
-    except ApiError:
-        page = keyset_page(rows, order=ANOMALY_ORDER, cursor=None, limit=ANOMALIES_PAGE_SIZE)
+    page = keyset_page_or_first(rows, order=ANOMALY_ORDER, cursor=request.GET.get("cursor") or None,
+                                limit=ANOMALIES_PAGE_SIZE)
     context = {
         "active_nav": "anomalies", "anomalies": page.items, "kind": kind, "status": status, "team": team,
         "kinds": Anomaly.Kind.choices, "statuses": Anomaly.Status.choices, **_team_choices(tenant, team),
