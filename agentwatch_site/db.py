@@ -4,8 +4,10 @@ Django's psycopg 3 backend binds parameters on the client (the default, and righ
 parses and plans every statement it receives. The few statements run on every telemetry request — the budget
 check's reads and the ingest INSERT — are instead sent with server-side binding and prepared once per
 connection (`prepare=True`; settings.py enables it with `prepare_threshold`): later executions skip parsing and
-planning (the budget check's read: 0.58 → 0.31 ms). They still go through Django's connection handling, error
-wrapping, execute wrappers and query log. On SQLite they run as usual.
+planning (the budget check's read: 0.58 → 0.31 ms). Each statement keeps its cursor for the connection's life,
+so psycopg also keeps what it looked up to send the parameters and read the columns (the check: 0.51 → 0.48 ms
+in-process). They still go through Django's connection handling, error wrapping, execute wrappers and query log.
+On SQLite they run as usual.
 
 A `%b` placeholder sends that parameter in binary (arrays of many values: no quoting element by element);
 elsewhere it is read as `%s`.
@@ -30,22 +32,42 @@ def _run(sql: str, params: list | tuple, *, fetch: str | None):
     db.close_if_health_check_failed()
     db.ensure_connection()
     db.validate_no_broken_transaction()
-    with psycopg.Cursor(db.connection) as raw:
-        def execute(sql, params, many, context):
-            with db.wrap_database_errors:
-                raw.execute(sql, params, prepare=True)
+    raw = _statement_cursor(db, sql)
 
-        for wrapper in reversed(db.execute_wrappers):
-            execute = functools.partial(wrapper, execute)
-        started = time.monotonic()
-        try:
-            execute(sql, params, False, {"connection": db, "cursor": raw})
-        finally:
-            if db.queries_logged:
-                db.queries_log.append({"sql": db.ops.compose_sql(sql, params),
-                                       "time": f"{time.monotonic() - started:.3f}"})
+    def execute(sql, params, many, context):
         with db.wrap_database_errors:
-            return _result(raw, fetch)
+            raw.execute(sql, params, prepare=True)
+
+    for wrapper in reversed(db.execute_wrappers):
+        execute = functools.partial(wrapper, execute)
+    started = time.monotonic()
+    try:
+        execute(sql, params, False, {"connection": db, "cursor": raw})
+    finally:
+        if db.queries_logged:
+            db.queries_log.append({"sql": db.ops.compose_sql(sql, params),
+                                   "time": f"{time.monotonic() - started:.3f}"})
+    with db.wrap_database_errors:
+        return _result(raw, fetch)
+
+
+_MAX_STATEMENT_CURSORS = 64
+
+
+def _statement_cursor(db, sql: str) -> psycopg.Cursor:
+    """One server-binding cursor per statement and connection, kept while the connection lives. psycopg keeps a
+    cursor's parameter dumpers and column loaders while it runs the same query object again, so a reused cursor
+    skips looking them up on every execution (about a tenth of the budget check's CPU)."""
+    held = getattr(db, "_statement_cursors", None)
+    if held is None or held[0] is not db.connection:
+        held = db._statement_cursors = (db.connection, {})
+    cursors = held[1]
+    cursor = cursors.get(sql)
+    if cursor is None or cursor.closed:
+        if len(cursors) >= _MAX_STATEMENT_CURSORS:
+            cursors.clear()
+        cursor = cursors[sql] = psycopg.Cursor(db.connection)
+    return cursor
 
 
 def _result(cursor, fetch: str | None):

@@ -269,3 +269,22 @@ def test_a_team_parameter_without_a_budget_does_not_hide_the_sessions_hard_stop_
     record(tenant, session_id="s-typo", tokens=10_000, team="capped")
     body = ok(check(telemetry_api, "session_id=s-typo&limit_usd=100&team=no-such-team"))
     assert body["exceeded"] is True and body["reason"] == "team_budget"
+
+
+@pytest.mark.django_db(transaction=True)  # the connection is closed mid-test: no test transaction around it
+def test_repeated_checks_on_one_connection_follow_every_change(tenant, telemetry_api):
+    """The check's statement runs on a cursor kept per connection (agentwatch_site/db.py): each answer must be
+    the database's current one — after new spend, after the session is gone, and after a reconnect."""
+    query = "session_id=kept-cursor&limit_usd=1"
+    assert ok(check(telemetry_api, query))["spent_usd"] == 0.0
+    record(tenant, session_id="kept-cursor", tokens=100_000)
+    assert ok(check(telemetry_api, query))["spent_usd"] == pytest.approx(0.3)
+    record(tenant, session_id="kept-cursor", tokens=100_000, iteration=2)
+    assert ok(check(telemetry_api, query))["spent_usd"] == pytest.approx(0.6)
+    SessionState.objects.filter(tenant=tenant, session_id="kept-cursor").delete()
+    assert ok(check(telemetry_api, query))["spent_usd"] == 0.0
+    record(tenant, session_id="kept-cursor", tokens=400_000)
+    connection.close()
+    body = ok(check(telemetry_api, query))
+    assert body["spent_usd"] == pytest.approx(1.2)
+    assert body["exceeded"] is True
