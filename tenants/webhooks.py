@@ -15,6 +15,7 @@ import logging
 import random
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -40,8 +41,8 @@ FAILING_DISABLE_AFTER = datetime.timedelta(hours=24)
 # Failures further apart than this are not one failing period (retries of one delivery are at most an hour apart).
 FAILING_GAP = datetime.timedelta(hours=6)
 MAX_BACKOFF_SECONDS = 3600
-# The delivery task's limits (tenants.tasks.webhook_deliver). The timeout bounds each read, not a whole response, so
-# an attempt to a receiver that trickles bytes runs until the soft limit cuts it off.
+# The delivery task's limits (tenants.tasks.webhook_deliver): a backstop behind each attempt's own deadline
+# (WEBHOOK_TIMEOUT_SECONDS in all, see _Deadline), for what the deadline does not cover, such as a hung DNS lookup.
 ATTEMPT_SOFT_TIME_LIMIT_SECONDS = 45
 ATTEMPT_TIME_LIMIT_SECONDS = 60
 RETRY_SCAN_LIMIT = 500
@@ -263,6 +264,47 @@ def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+class _Deadline:
+    """Cuts one HTTP exchange off after `seconds` in all. httpx's timeout bounds each network read, so a receiver
+    that sends its answer a byte at a time would otherwise hold the attempt — and, for a test send, the web
+    request — for as long as it likes. httpcore's `trace` extension hands over the connection's socket once it is
+    connected, and a timer shuts that socket down: the blocked read returns and httpx raises."""
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.complete":
+            sock = info["return_value"].get_extra_info("socket")
+            with self._lock:
+                self._socket = sock
+                fired = self.fired
+            if fired:
+                self._shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sock = self._socket
+        if sock is not None:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
     try:
         target = webhook_url_check(endpoint.url)
@@ -279,22 +321,29 @@ def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
     }
     if target.host_header:
         headers["Host"] = target.host_header
-    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+    seconds = settings.WEBHOOK_TIMEOUT_SECONDS
+    deadline = _Deadline(seconds)
+    extensions = {"trace": deadline.trace}
+    if target.sni_hostname:
+        extensions["sni_hostname"] = target.sni_hostname
     try:
         # No redirects (a 3xx could point at an internal address), no proxies from the environment, and the
         # response body is never read: only the status matters.
-        client = httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        client = httpx.Client(timeout=seconds, follow_redirects=False, trust_env=False)
         with client, client.stream("POST", target.url, content=body, headers=headers,
                                    extensions=extensions) as response:
             code = response.status_code
     except httpx.TimeoutException:
-        return Outcome(None, f"timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s", retryable=True)
+        return Outcome(None, f"timed out after {seconds:g} s", retryable=True)
     except SoftTimeLimitExceeded:
-        # The timeout bounds each read, not the whole response: a receiver that sends its headers a byte at a time
-        # runs into the task's time limit instead. Recorded as a timeout, so the attempt counts and is retried.
+        # The task's time limit, behind the deadline. Recorded as a timeout, so the attempt counts and is retried.
         return Outcome(None, "timed out: no complete response before the task's time limit", retryable=True)
     except httpx.HTTPError as exc:
+        if deadline.fired:
+            return Outcome(None, f"timed out: no complete response within {seconds:g} s", retryable=True)
         return Outcome(None, f"connection error: {type(exc).__name__}: {exc}"[:500], retryable=True)
+    finally:
+        deadline.cancel()
     if 200 <= code < 300:
         return Outcome(code, "", retryable=False)
     if code >= 500:

@@ -10,9 +10,10 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
-from tenants.models import WebhookDelivery, WebhookEndpoint
+from tenants.models import Membership, WebhookDelivery, WebhookEndpoint
 from tenants.webhooks import webhook_delivery_attempt, webhook_event_emit
 from tests.fakes import WebhookReceiver
+from tests.pages.conftest import member, signed_in
 from tests.tenants.test_webhooks import create_endpoint
 
 
@@ -25,8 +26,11 @@ def knobs(settings):
 
 
 class DripReceiver:
-    """Accepts a request, then sends its response headers one byte every 0.1 s, forever: each read finishes
-    within the timeout, the response never does."""
+    """Accepts a request, then sends its response headers one byte every 0.1 s for `seconds` (then hangs up):
+    each read finishes within the timeout, the response never does."""
+
+    def __init__(self, seconds: float = 60):
+        self.seconds = seconds
 
     def __enter__(self):
         self.sock = socket.socket()
@@ -47,7 +51,8 @@ class DripReceiver:
             try:
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\n")
-                while not self.stop.is_set():
+                until = time.monotonic() + self.seconds
+                while not self.stop.is_set() and time.monotonic() < until:
                     conn.sendall(b"X")
                     time.sleep(0.1)
             except OSError:
@@ -66,8 +71,9 @@ def pending_delivery(tenant, data: dict) -> WebhookDelivery:
     return delivery
 
 
-def test_an_attempt_cut_off_by_the_task_time_limit_counts_as_a_timeout(tenant, admin_api, knobs,
+def test_an_attempt_cut_off_by_the_task_time_limit_counts_as_a_timeout(tenant, admin_api, knobs, settings,
                                                                        django_capture_on_commit_callbacks):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 5  # the task's limit (1.5 s here) comes first: the backstop is what's tested
     with DripReceiver() as receiver:
         create_endpoint(admin_api, receiver.url)
         with django_capture_on_commit_callbacks(execute=False):
@@ -89,6 +95,26 @@ def test_an_attempt_cut_off_by_the_task_time_limit_counts_as_a_timeout(tenant, a
     assert (delivery.status, delivery.attempts) == ("pending", 1)
     assert "timed out" in delivery.last_error
     assert delivery.next_attempt_at is not None
+
+
+@pytest.mark.parametrize("via", ["api", "page"])
+def test_a_test_send_to_a_receiver_that_trickles_its_answer_ends_within_the_timeout(tenant, admin_api, knobs, via):
+    """The admin waiting on the test button (or a script on POST …/test) gets the outcome after
+    WEBHOOK_TIMEOUT_SECONDS (0.5 s here), not when the receiver stops dripping (10 s here)."""
+    with DripReceiver(seconds=10) as receiver:
+        endpoint = create_endpoint(admin_api, receiver.url)
+        started = time.monotonic()
+        if via == "api":
+            response = admin_api.post(f"/v1/webhooks/{endpoint['id']}/test")
+        else:
+            owner = member(tenant, Membership.Role.OWNER, "olivia")
+            response = signed_in(owner).post(f"/settings/webhooks/{endpoint['id']}/test/")
+        elapsed = time.monotonic() - started
+    assert response.status_code in (200, 302), response.content
+    assert elapsed < 3, elapsed
+    delivery = WebhookDelivery.objects.get(endpoint_id=endpoint["id"], event_type="test")
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 1, None)
+    assert delivery.last_error == "timed out: no complete response within 0.5 s"
 
 
 def test_an_attempt_still_running_is_not_due_again_before_its_task_could_be_killed(
