@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agentwatch_site.dates import tenant_day, tenant_month_days, tenant_zone
+from agentwatch_site.dates import next_month_start, tenant_day, tenant_month_days, tenant_zone
 from agentwatch_site.errors import InvalidRequest
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from budgets.selectors import month_spend_subquery, pct_used
@@ -178,13 +178,27 @@ def budget_alerts_check(*, tenant: Tenant, team_ids: list[int], now=None) -> lis
     return created
 
 
+def month_check_moment(tenant: Tenant, month: datetime.date, *, now=None) -> datetime.datetime | None:
+    """When to take `month`'s spend for its alerts: now for the current month, the month's last microsecond (in
+    the tenant's time zone) for a month that has ended; None for a month that has not begun (an event stamped a
+    few minutes ahead: the sweep checks that month once it has)."""
+    now = now or timezone.now()
+    current, _ = tenant_month_days(tenant, now)
+    if month == current:
+        return now
+    if month > current:
+        return None
+    return (datetime.datetime.combine(next_month_start(month), datetime.time(), tzinfo=tenant_zone(tenant))
+            - datetime.timedelta(microseconds=1))
+
+
 LATE_EVENTS_LOOKBACK = datetime.timedelta(days=2)
 
 
 def budget_alerts_sweep(*, now=None) -> int:
     """Check every budgeted team of every tenant against its month-to-date spend: creates the alerts whose check
-    after recording was lost (a broker outage between the recording commit and the dispatch), and, in a month's
-    first two days, those of the previous month that late events called for. Idempotent like the check itself.
+    after recording was lost (a broker outage between the recording commit and the dispatch), also, in a month's
+    first two days, for the previous month. Idempotent like the check itself.
     Returns how many alerts it created."""
     team_ids: dict[int, list[int]] = {}
     for tenant_id, team_id in TeamBudget.objects.order_by("tenant_id", "team_id").values_list("tenant_id", "team_id"):
@@ -193,13 +207,13 @@ def budget_alerts_sweep(*, now=None) -> int:
     created = 0
     for tenant in Tenant.objects.filter(pk__in=team_ids).order_by("pk"):
         created += len(budget_alerts_check(tenant=tenant, team_ids=team_ids[tenant.pk], now=now))
-        # Events recorded just after the month turned (sent in its last seconds, or delayed) still count for
-        # it, but the check after recording looks at the new month: look back for the first days.
+        # Events sent before the month turned count for the month before; the check after recording looks at
+        # their month, and for the first days so does the sweep (in case that check was lost).
         first, _ = tenant_month_days(tenant, now)
         if tenant_day(tenant, now) - first < LATE_EVENTS_LOOKBACK:
-            month_end = datetime.datetime.combine(first, datetime.time(), tzinfo=tenant_zone(tenant))
+            previous = (first - datetime.timedelta(days=1)).replace(day=1)
             created += len(budget_alerts_check(tenant=tenant, team_ids=team_ids[tenant.pk],
-                                               now=month_end - datetime.timedelta(microseconds=1)))
+                                               now=month_check_moment(tenant, previous, now=now)))
     if created:
         logger.info("budget alert sweep created alerts count=%s", created)
     return created

@@ -1,3 +1,4 @@
+import datetime
 import logging
 import time
 
@@ -26,12 +27,13 @@ RECORD_LINGER_SECONDS = 0.25
 
 def _dispatch_followups(result: RecordResult) -> None:
     """After the recording transaction committed: budget alerts (budgets app) and anomaly webhooks."""
-    by_tenant: dict[int, list[int]] = {}
-    for tenant_id, team_id in result.teams_touched:
-        by_tenant.setdefault(tenant_id, []).append(team_id)
+    by_month: dict[tuple[int, datetime.date], list[int]] = {}
+    for tenant_id, team_id, month in result.teams_touched:
+        by_month.setdefault((tenant_id, month), []).append(team_id)
     try:
-        for tenant_id, team_ids in by_tenant.items():
-            current_app.tasks["budgets.tasks.budget_alerts_check"].delay(tenant_id, sorted(team_ids))
+        for (tenant_id, month), team_ids in sorted(by_month.items()):
+            current_app.tasks["budgets.tasks.budget_alerts_check"].delay(tenant_id, sorted(team_ids),
+                                                                         month.isoformat())
     except Exception:
         # The events are recorded either way; a lost follow-up is logged, never a reason to stop recording.
         logger.exception("could not dispatch recording follow-ups")

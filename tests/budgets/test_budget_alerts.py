@@ -222,6 +222,31 @@ def test_events_recorded_after_the_month_turned_still_alert_for_their_month(tena
         assert budget_alerts_sweep() == 0
 
 
+def test_events_recorded_days_after_their_month_ended_alert_for_their_month(
+        tenant, telemetry_api, admin_api, recording, settings, django_capture_on_commit_callbacks):
+    """An agent that buffered its events sends last month's spend five days into this one: the check after
+    recording looks at the events' month (the sweep looks back only two days), and its webhook says the budget
+    has started again since."""
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                  alert_threshold_pct=50, hard_stop=True)
+    this_month = timezone.now().replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+    sent = this_month - datetime.timedelta(days=5)
+    with WebhookReceiver() as receiver:
+        webhook_endpoint_create(tenant=tenant, url=f"{receiver.url}/hook", event_types=["budget.exceeded"])
+        event = {**sdk_event(4000), "timestamp": sent.isoformat()}  # $0.012
+        with django_capture_on_commit_callbacks(execute=True):
+            assert telemetry_api.post("/v1/ingest", event, format="json").status_code == 202
+        recording()
+        alerts = wait_for(lambda: list(BudgetAlert.objects.filter(tenant=tenant).order_by("level")), what="alerts")
+        assert [(a.month, a.level) for a in alerts] == [(sent.date().replace(day=1), "exceeded"),
+                                                        (sent.date().replace(day=1), "threshold")]
+        delivery = wait_for(lambda: WebhookDelivery.objects.filter(tenant=tenant, status="succeeded").first(),
+                            what="the webhook")
+    assert sent.strftime("%B %Y") in delivery.payload["text"] and "started again" in delivery.payload["text"]
+    assert team_status(admin_api)["status"] == "ok"  # this month has no spend
+
+
 def test_month_follows_the_tenants_time_zone(tenant, admin_api):
     tenant.timezone = "America/New_York"
     tenant.save(update_fields=["timezone"])

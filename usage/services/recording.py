@@ -46,8 +46,9 @@ def last_limit_cache_key(tenant_id: int, session_id: str) -> str:
 @dataclass
 class RecordResult:
     recorded: int = 0
-    # (tenant_id, team_id) whose month-to-date spend moved: budget alerts are checked for them.
-    teams_touched: set[tuple[int, int]] = field(default_factory=set)
+    # (tenant_id, team_id, month) whose spend moved — the month of the events, in the tenant's time zone, which is
+    # not the current one for events sent before the month turned: budget alerts are checked for that month.
+    teams_touched: set[tuple[int, int, datetime.date]] = field(default_factory=set)
     # Anomaly ids opened or re-detected in this batch: webhooks go out for them.
     anomalies: list[int] = field(default_factory=list)
     # Events set aside (quarantined) instead of counted.
@@ -222,7 +223,7 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
             event.team = team
             event.team_name = team.name
             if event.cost_usd:
-                result.teams_touched.add((tenant.pk, team.pk))
+                result.teams_touched.add((tenant.pk, team.pk, month_start(tenant_day(tenant, event.timestamp))))
 
 
 def _resolve_teams(tenant: Tenant, events: list[UsageEvent]) -> dict[str, Team]:
