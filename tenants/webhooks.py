@@ -6,6 +6,7 @@ the same attempt twice. The body is `{"id", "type", "created_at", "text", "data"
 `X-AgentWatch-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>`.
 """
 
+import contextlib
 import datetime
 import hashlib
 import hmac
@@ -296,10 +297,8 @@ class _Deadline:
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already closed
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
 
     def cancel(self) -> None:
         self._timer.cancel()
