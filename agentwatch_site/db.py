@@ -57,7 +57,9 @@ _MAX_STATEMENT_CURSORS = 64
 def _statement_cursor(db, sql: str) -> psycopg.Cursor:
     """One server-binding cursor per statement and connection, kept while the connection lives. psycopg keeps a
     cursor's parameter dumpers and column loaders while it runs the same query object again, so a reused cursor
-    skips looking them up on every execution (about a tenth of the budget check's CPU)."""
+    skips looking them up on every execution (about a tenth of the budget check's CPU). A kept cursor holds its
+    statement's last parameters and result until the statement runs again (an ingest batch's arrays: a few hundred
+    kB per connection at most)."""
     held = getattr(db, "_statement_cursors", None)
     if held is None or held[0] is not db.connection:
         held = db._statement_cursors = (db.connection, {})

@@ -200,6 +200,11 @@ INGEST_MAX_BODY_BYTES = 1024 * 1024
 INGEST_MAX_BATCH = 1000
 INGEST_LAG_THRESHOLD_SECONDS = env_int("INGEST_LAG_THRESHOLD_SECONDS", 60, minimum=1)
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+# A PEM file of the CAs that sign receivers' certificates (an on-premises receiver's internal CA); empty: the
+# public CAs (certifi).
+WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
+if WEBHOOK_CA_BUNDLE and not Path(WEBHOOK_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(f"WEBHOOK_CA_BUNDLE must name a PEM file of CA certificates, got {WEBHOOK_CA_BUNDLE!r}")
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 # Attempt n waits about base × 2^(n-1) seconds (± jitter) after a retryable failure; then the delivery fails.
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)

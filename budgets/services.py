@@ -157,7 +157,8 @@ def budget_alerts_check(*, tenant: Tenant, team_ids: list[int], now=None) -> lis
     now = now or timezone.now()
     month, _ = tenant_month_days(tenant, now)
     budgets = list(
-        TeamBudget.objects.for_tenant(tenant).filter(team_id__in=team_ids).select_related("team")
+        # A budget set after the moment checked (an ended month's last one) did not apply then.
+        TeamBudget.objects.for_tenant(tenant).filter(team_id__in=team_ids, created_at__lte=now).select_related("team")
         .annotate(current_spend=month_spend_subquery(tenant, moment=now))
     )
     if not budgets:
@@ -179,14 +180,15 @@ def budget_alerts_check(*, tenant: Tenant, team_ids: list[int], now=None) -> lis
 
 
 def month_check_moment(tenant: Tenant, month: datetime.date, *, now=None) -> datetime.datetime | None:
-    """When to take `month`'s spend for its alerts: now for the current month, the month's last microsecond (in
-    the tenant's time zone) for a month that has ended; None for a month that has not begun (an event stamped a
-    few minutes ahead: the sweep checks that month once it has)."""
+    """When to take `month`'s spend for its alerts: now for the current month, the last microsecond (in the
+    tenant's time zone) of the month before. None for any other month: one that has not begun (an event stamped a
+    few minutes ahead: the sweep checks that month once it has), or one that ended more than a month ago (a
+    backfill of history raises no alerts)."""
     now = now or timezone.now()
     current, _ = tenant_month_days(tenant, now)
     if month == current:
         return now
-    if month > current:
+    if month != (current - datetime.timedelta(days=1)).replace(day=1):
         return None
     return (datetime.datetime.combine(next_month_start(month), datetime.time(), tzinfo=tenant_zone(tenant))
             - datetime.timedelta(microseconds=1))

@@ -8,6 +8,7 @@ the same attempt twice. The body is `{"id", "type", "created_at", "text", "data"
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -16,11 +17,13 @@ import logging
 import random
 import secrets
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import certifi
 import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -267,9 +270,10 @@ def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
 
 class _Deadline:
     """Cuts one HTTP exchange off after `seconds` in all. httpx's timeout bounds each network read, so a receiver
-    that sends its answer a byte at a time would otherwise hold the attempt — and, for a test send, the web
-    request — for as long as it likes. httpcore's `trace` extension hands over the connection's socket once it is
-    connected, and a timer shuts that socket down: the blocked read returns and httpx raises."""
+    that sends its answer (or its TLS handshake) a byte at a time would otherwise hold the attempt — and, for a
+    test send, the web request — for as long as it likes. httpcore's `trace` extension hands over the connection's
+    socket once it is connected; the deadline keeps a duplicate of it (TLS takes the original over) and a timer
+    shuts the connection down through it: the blocked read returns and httpx raises."""
 
     def __init__(self, seconds: float):
         self.fired = False
@@ -280,28 +284,43 @@ class _Deadline:
         self._timer.start()
 
     def trace(self, event: str, info: dict) -> None:
-        if event == "connection.connect_tcp.complete":
-            sock = info["return_value"].get_extra_info("socket")
-            with self._lock:
-                self._socket = sock
-                fired = self.fired
-            if fired:
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket").dup()
+        with self._lock:
+            self._socket = sock
+            if self.fired:
                 self._shut(sock)
 
     def _fire(self) -> None:
         with self._lock:
             self.fired = True
-            sock = self._socket
-        if sock is not None:
-            self._shut(sock)
+            if self._socket is not None:
+                self._shut(self._socket)
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):  # already closed
+        with contextlib.suppress(OSError):  # the exchange ended meanwhile
             sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> None:
         self._timer.cancel()
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+
+
+@functools.cache
+def _tls_context_for(ca_bundle: str) -> ssl.SSLContext:
+    # Loading a CA bundle costs milliseconds: once per process and bundle.
+    return ssl.create_default_context(cafile=ca_bundle or certifi.where())
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Receivers' certificates are checked against WEBHOOK_CA_BUNDLE (a PEM file: an on-premises receiver's
+    internal CA), else the public CAs httpx uses by default (certifi)."""
+    return _tls_context_for(settings.WEBHOOK_CA_BUNDLE)
 
 
 def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
@@ -328,7 +347,7 @@ def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
     try:
         # No redirects (a 3xx could point at an internal address), no proxies from the environment, and the
         # response body is never read: only the status matters.
-        client = httpx.Client(timeout=seconds, follow_redirects=False, trust_env=False)
+        client = httpx.Client(timeout=seconds, follow_redirects=False, trust_env=False, verify=_tls_context())
         with client, client.stream("POST", target.url, content=body, headers=headers,
                                    extensions=extensions) as response:
             code = response.status_code

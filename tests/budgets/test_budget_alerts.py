@@ -228,10 +228,11 @@ def test_events_recorded_days_after_their_month_ended_alert_for_their_month(
     recording looks at the events' month (the sweep looks back only two days), and its webhook says the budget
     has started again since."""
     settings.WEBHOOK_ALLOW_PRIVATE = True
-    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
-                  alert_threshold_pct=50, hard_stop=True)
     this_month = timezone.now().replace(day=1, hour=12, minute=0, second=0, microsecond=0)
     sent = this_month - datetime.timedelta(days=5)
+    with time_machine.travel(sent - datetime.timedelta(days=20), tick=False):
+        budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                      alert_threshold_pct=50, hard_stop=True)
     with WebhookReceiver() as receiver:
         webhook_endpoint_create(tenant=tenant, url=f"{receiver.url}/hook", event_types=["budget.exceeded"])
         event = {**sdk_event(4000), "timestamp": sent.isoformat()}  # $0.012
@@ -245,6 +246,32 @@ def test_events_recorded_days_after_their_month_ended_alert_for_their_month(
                             what="the webhook")
     assert sent.strftime("%B %Y") in delivery.payload["text"] and "started again" in delivery.payload["text"]
     assert team_status(admin_api)["status"] == "ok"  # this month has no spend
+
+
+def test_late_events_raise_no_alert_for_a_month_long_gone_or_before_the_budget_existed(tenant):
+    """A backfill of history two months back raises no alerts; nor do last month's late events when the budget
+    was only set this month (it did not apply then)."""
+    this_month = timezone.now().replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+    last_month = this_month - datetime.timedelta(days=5)
+    two_months_back = last_month.replace(day=1) - datetime.timedelta(days=5)
+    with time_machine.travel(two_months_back - datetime.timedelta(days=40), tick=False):
+        budget_upsert(tenant=tenant, team_name="old-team", monthly_budget_usd=Decimal("0.01"))
+    budget_upsert(tenant=tenant, team_name="new-team", monthly_budget_usd=Decimal("0.01"))
+    for team, sent in (("old-team", two_months_back), ("new-team", last_month)):
+        event = {**sdk_event(4000, team=team), "timestamp": sent.isoformat()}
+        event_batch_ingest(tenant=tenant, events=parse_ingest_body(event, now=timezone.now()), received_at=sent)
+    events_record_pending()
+    for team, sent in (("old-team", two_months_back), ("new-team", last_month)):
+        team_id = Team.objects.get(tenant=tenant, name=team).pk
+        assert budget_alerts_check_task.run(tenant.pk, [team_id], sent.date().replace(day=1).isoformat()) == 0
+    assert not BudgetAlert.objects.exists()
+    # The same late events with a budget that was set before their month ended do alert (the test can fail).
+    old_team = Team.objects.get(tenant=tenant, name="old-team").pk
+    assert budget_alerts_check_task.run(tenant.pk, [old_team], last_month.date().replace(day=1).isoformat()) == 0
+    event = {**sdk_event(4000, team="old-team", session="run-2"), "timestamp": last_month.isoformat()}
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body(event, now=timezone.now()), received_at=last_month)
+    events_record_pending()
+    assert budget_alerts_check_task.run(tenant.pk, [old_team], last_month.date().replace(day=1).isoformat()) == 2
 
 
 def test_month_follows_the_tenants_time_zone(tenant, admin_api):

@@ -80,3 +80,9 @@ def test_an_unknown_log_level_is_a_clear_error():
     result = run_manage("check", LOG_LEVEL="verbose")
     assert result.returncode != 0
     assert "LOG_LEVEL must be one of" in result.stderr.splitlines()[-1]
+
+
+def test_a_webhook_ca_bundle_that_is_not_a_file_is_a_clear_error():
+    result = run_manage("check", WEBHOOK_CA_BUNDLE="/etc/agentwatch/missing-ca.pem")
+    assert result.returncode != 0
+    assert "WEBHOOK_CA_BUNDLE must name a PEM file" in result.stderr.splitlines()[-1]

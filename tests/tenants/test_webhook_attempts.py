@@ -3,10 +3,12 @@
 import datetime
 import signal
 import socket
+import ssl
 import threading
 import time
 
 import pytest
+import trustme
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
@@ -26,17 +28,20 @@ def knobs(settings):
 
 
 class DripReceiver:
-    """Accepts a request, then sends its response headers one byte every 0.1 s for `seconds` (then hangs up):
-    each read finishes within the timeout, the response never does."""
+    """Accepts a request, then sends its response headers one byte every 0.1 s for `seconds`, then ends them (a
+    200): each read finishes within the timeout, the response takes `seconds`. With `tls` (a trustme server
+    context), the same over HTTPS."""
 
-    def __init__(self, seconds: float = 60):
+    def __init__(self, seconds: float = 60, tls: ssl.SSLContext | None = None):
         self.seconds = seconds
+        self.tls = tls
 
     def __enter__(self):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(5)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}/hook"
         self.stop = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
         return self
@@ -49,12 +54,16 @@ class DripReceiver:
             except OSError:
                 continue
             try:
+                if self.tls:
+                    conn.settimeout(5)
+                    conn = self.tls.wrap_socket(conn, server_side=True)
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
                 until = time.monotonic() + self.seconds
                 while not self.stop.is_set() and time.monotonic() < until:
-                    conn.sendall(b"X")
+                    conn.sendall(b"x")
                     time.sleep(0.1)
+                conn.sendall(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             except OSError:
                 pass
             finally:
@@ -97,14 +106,29 @@ def test_an_attempt_cut_off_by_the_task_time_limit_counts_as_a_timeout(tenant, a
     assert delivery.next_attempt_at is not None
 
 
-@pytest.mark.parametrize("via", ["api", "page"])
-def test_a_test_send_to_a_receiver_that_trickles_its_answer_ends_within_the_timeout(tenant, admin_api, knobs, via):
+@pytest.fixture
+def receiver_ca(settings, tmp_path):
+    """A throwaway CA the webhook sender trusts (WEBHOOK_CA_BUNDLE), and a server context it signed."""
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    settings.WEBHOOK_CA_BUNDLE = str(bundle)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    return server
+
+
+@pytest.mark.parametrize("via", ["api", "page", "https"])
+def test_a_test_send_to_a_receiver_that_trickles_its_answer_ends_within_the_timeout(tenant, admin_api, knobs, via,
+                                                                                    request):
     """The admin waiting on the test button (or a script on POST …/test) gets the outcome after
-    WEBHOOK_TIMEOUT_SECONDS (0.5 s here), not when the receiver stops dripping (10 s here)."""
-    with DripReceiver(seconds=10) as receiver:
+    WEBHOOK_TIMEOUT_SECONDS (0.5 s here), not when the receiver stops dripping (10 s here) — over HTTPS too, where
+    TLS takes the connection's socket over."""
+    tls = request.getfixturevalue("receiver_ca") if via == "https" else None
+    with DripReceiver(seconds=10, tls=tls) as receiver:
         endpoint = create_endpoint(admin_api, receiver.url)
         started = time.monotonic()
-        if via == "api":
+        if via != "page":
             response = admin_api.post(f"/v1/webhooks/{endpoint['id']}/test")
         else:
             owner = member(tenant, Membership.Role.OWNER, "olivia")
@@ -115,6 +139,15 @@ def test_a_test_send_to_a_receiver_that_trickles_its_answer_ends_within_the_time
     delivery = WebhookDelivery.objects.get(endpoint_id=endpoint["id"], event_type="test")
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 1, None)
     assert delivery.last_error == "timed out: no complete response within 0.5 s"
+
+
+def test_a_receiver_with_a_certificate_from_the_configured_ca_gets_its_deliveries(tenant, admin_api, knobs,
+                                                                                  receiver_ca):
+    """WEBHOOK_CA_BUNDLE: an on-premises receiver whose certificate an internal CA signed."""
+    with DripReceiver(seconds=0, tls=receiver_ca) as receiver:  # answers 200 at once
+        endpoint = create_endpoint(admin_api, receiver.url)
+        delivery = admin_api.post(f"/v1/webhooks/{endpoint['id']}/test").json()
+        assert (delivery["status"], delivery["response_code"]) == ("succeeded", 200), delivery["last_error"]
 
 
 def test_an_attempt_still_running_is_not_due_again_before_its_task_could_be_killed(
