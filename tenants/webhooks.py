@@ -80,6 +80,11 @@ class WebhookUrlRefused(InvalidRequest):
         super().__init__(message, fields={"url": [message]})
 
 
+class WebhookHostUnresolved(WebhookUrlRefused):
+    """The URL's host did not resolve (now): refused when an endpoint is saved, retried when a delivery is sent
+    (a DNS outage passes)."""
+
+
 # --- URLs and the SSRF guard --------------------------------------------------------------------------------
 
 def _refusal_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
@@ -114,10 +119,7 @@ def webhook_url_check(url: str, *, resolve: bool = True) -> Target:
     if settings.WEBHOOK_ALLOW_PRIVATE or not resolve:
         return Target(url=url)
     port = port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise WebhookUrlRefused(f"Webhook URL host {host!r} does not resolve.") from None
+    infos = _resolve(host, port)
     addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
@@ -134,6 +136,29 @@ def webhook_url_check(url: str, *, resolve: bool = True) -> Target:
         host_header=parts.netloc.rpartition("@")[2],
         sni_hostname=host if parts.scheme == "https" else None,
     )
+
+
+def _resolve(host: str, port: int) -> list:
+    """getaddrinfo, waiting at most WEBHOOK_TIMEOUT_SECONDS: the C resolver has no deadline of its own, and a
+    DNS server that does not answer would hold the admin's request (or the attempt) for its retries. A lookup
+    given up on finishes in its daemon thread."""
+    seconds = settings.WEBHOOK_TIMEOUT_SECONDS
+    outcome: dict = {}
+
+    def lookup():
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=lookup, name="webhook-dns", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if "infos" in outcome:
+        return outcome["infos"]
+    if thread.is_alive():
+        raise WebhookHostUnresolved(f"Webhook URL host {host!r} did not resolve within {seconds:g} s.")
+    raise WebhookHostUnresolved(f"Webhook URL host {host!r} does not resolve.")
 
 
 # --- Endpoints ------------------------------------------------------------------------------------------------
@@ -326,6 +351,8 @@ def _tls_context() -> ssl.SSLContext:
 def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
     try:
         target = webhook_url_check(endpoint.url)
+    except WebhookHostUnresolved as exc:
+        return Outcome(None, exc.message, retryable=True)
     except WebhookUrlRefused as exc:
         return Outcome(None, f"refused: {exc.message}", retryable=False)
     body = json.dumps(payload, separators=(",", ":")).encode()

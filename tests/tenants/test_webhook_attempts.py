@@ -235,3 +235,34 @@ def test_failures_throughout_24_hours_still_disable_the_endpoint(tenant, admin_a
         webhook_delivery_attempt(delivery_id=delivery.pk)
     row = WebhookEndpoint.objects.get(pk=endpoint["id"])
     assert not row.enabled and "24 hours" in row.disabled_reason
+
+
+def test_a_delivery_whose_host_does_not_resolve_now_is_retried_not_failed(tenant, admin_api, knobs, settings,
+                                                                          django_capture_on_commit_callbacks):
+    """A DNS outage at the receiver's side passes: the delivery waits for its next attempt (the URL was checked
+    when the endpoint was saved)."""
+    create_endpoint(admin_api, "http://receiver.invalid/hook")  # saved while private hosts were allowed
+    settings.WEBHOOK_ALLOW_PRIVATE = False  # now the host is looked up before each attempt
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery = pending_delivery(tenant, {"n": 4})
+    webhook_delivery_attempt(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert delivery.next_attempt_at is not None
+    assert "receiver.invalid" in delivery.last_error and "resolve" in delivery.last_error
+
+
+def test_a_dns_server_that_does_not_answer_holds_an_endpoint_save_for_the_timeout_only(admin_api, knobs, settings,
+                                                                                       monkeypatch):
+    from tenants import webhooks
+
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", lambda *args, **kwargs: time.sleep(5))
+    started = time.monotonic()
+    response = admin_api.post("/v1/webhooks", {"url": "https://hooks.example.com/in", "event_types": ["budget.exceeded"]},
+                              format="json")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["fields"]["url"] == [
+        "Webhook URL host 'hooks.example.com' did not resolve within 0.5 s."]
+    assert elapsed < 2, elapsed
