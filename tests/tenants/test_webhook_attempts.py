@@ -259,8 +259,8 @@ def test_a_dns_server_that_does_not_answer_holds_an_endpoint_save_for_the_timeou
     settings.WEBHOOK_ALLOW_PRIVATE = False
     monkeypatch.setattr(webhooks.socket, "getaddrinfo", lambda *args, **kwargs: time.sleep(5))
     started = time.monotonic()
-    response = admin_api.post("/v1/webhooks", {"url": "https://hooks.example.com/in", "event_types": ["budget.exceeded"]},
-                              format="json")
+    body = {"url": "https://hooks.example.com/in", "event_types": ["budget.exceeded"]}
+    response = admin_api.post("/v1/webhooks", body, format="json")
     elapsed = time.monotonic() - started
     assert response.status_code == 400, response.content
     assert response.json()["error"]["fields"]["url"] == [
