@@ -9,6 +9,7 @@ urlpatterns = [
     path("activity/export.csv", views.activity_export, name="activity-export"),
     path("sessions/", views.sessions, name="sessions"),
     path("sessions/<path:session_id>/", views.session_detail, name="session-detail"),
+    path("session/", views.session_by_query, name="session-by-query"),  # ids "." and ".." (a path cannot hold them)
     path("anomalies/", views.anomalies, name="anomalies"),
     path("anomalies/<int:anomaly_id>/acknowledge/", views.anomaly_ack, name="anomaly-ack"),
 ]

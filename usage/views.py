@@ -208,6 +208,16 @@ def sessions(request):
 
 @member_required
 @require_GET
+def session_by_query(request):
+    """The session page for an id given as `?id=` (the dashboard links "." and ".." this way)."""
+    session_id = request.GET.get("id", "")
+    if not session_id:
+        raise Http404("No session id given.")
+    return session_detail(request, session_id)
+
+
+@member_required
+@require_GET
 def session_detail(request, session_id: str):
     tenant = request.tenant
     state = SessionState.objects.for_tenant(tenant).select_related("team").filter(session_id=session_id).first()

@@ -29,7 +29,7 @@ def test_session_page_marks_the_runaway_loop_on_its_chart(page, owner, usage):
     expect(page).to_have_url(re.compile(r"/sessions/\?.*flagged=1"))
     screenshot(page, "08-sessions")
     page.get_by_role("link", name="agent/run 7").click()
-    expect(page).to_have_url(re.compile(r"/sessions/agent/run%207/$"))
+    expect(page).to_have_url(re.compile(r"/sessions/agent%2Frun%207/$"))
     expect(page.get_by_role("alert")).to_contain_text("Runaway loop")
     expect(page.locator("svg.chart rect.loop-zone")).to_have_count(4)
     expect(page.locator("svg.chart text.loop-mark")).to_contain_text("runaway loop")

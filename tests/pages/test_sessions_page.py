@@ -1,8 +1,11 @@
 """Sessions list (filters, keyset pages, flags) and the session page (token chart with the loop marked)."""
 
+import html
 import re
 from decimal import Decimal
+from urllib.parse import urljoin
 
+import pytest
 from django.core.cache import cache
 
 from usage.models import SessionState
@@ -59,10 +62,22 @@ def test_session_ids_with_slashes_and_spaces_are_escaped_and_found(owner_client,
     session_id = "ci/run 42?x=<b>"
     record(tenant, [event(session_id=session_id, iteration_index=1)])
     listing = owner_client.get("/sessions/").content.decode()
-    assert 'href="/sessions/ci/run%2042%3Fx=%3Cb%3E/"' in listing
-    page = owner_client.get("/sessions/ci/run%2042%3Fx=%3Cb%3E/")
+    assert 'href="/sessions/ci%2Frun%2042%3Fx%3D%3Cb%3E/"' in listing
+    page = owner_client.get("/sessions/ci%2Frun%2042%3Fx%3D%3Cb%3E/")
     assert page.status_code == 200
     assert "ci/run 42?x=&lt;b&gt;" in page.content.decode()
+
+
+@pytest.mark.parametrize("session_id", [".", "..", "a/../b", "run/./3", "../etc", "q?id=1#x", "50%", "naïve run"])
+def test_every_session_link_leads_to_its_own_page_as_a_browser_follows_it(owner_client, tenant, session_id):
+    """A browser removes "." and ".." path segments before it asks (RFC 3986; urljoin does the same), so the
+    link must not contain any: the page found is the session's own."""
+    record(tenant, [event(session_id=session_id, iteration_index=1)])
+    listing = owner_client.get("/sessions/").content.decode()
+    [href] = re.findall(r'<a class="mono truncate" href="([^"]+)"', listing)
+    page = owner_client.get(urljoin("http://testserver/sessions/", html.unescape(href)))
+    assert page.status_code == 200, href
+    assert f'<h1 class="mono">{html.escape(session_id)}</h1>' in page.content.decode()
 
 
 def test_unknown_session_is_404(owner_client, tenant):

@@ -57,7 +57,7 @@ class DripReceiver:
                 if self.tls:
                     conn.settimeout(5)
                     conn = self.tls.wrap_socket(conn, server_side=True)
-                conn.recv(65536)
+                _read_request(conn)
                 conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
                 until = time.monotonic() + self.seconds
                 while not self.stop.is_set() and time.monotonic() < until:
@@ -72,6 +72,25 @@ class DripReceiver:
     def __exit__(self, *exc):
         self.stop.set()
         self.sock.close()
+
+
+def _read_request(conn) -> None:
+    """The whole request, headers and body: a server that closes with some of it unread resets the connection, and
+    the client may then never see the answer (over TLS the body often arrives in a record of its own)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
 
 
 def pending_delivery(tenant, data: dict) -> WebhookDelivery:

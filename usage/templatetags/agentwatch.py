@@ -1,11 +1,26 @@
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from urllib.parse import quote
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.middleware.csrf import get_token
+from django.urls import reverse
 from django.utils.html import format_html
 
 register = template.Library()
+
+# Session ids a browser would drop from a path even escaped ("%2e" is "." to it): their page is asked for by query.
+_DOT_SEGMENTS = (".", "..")
+
+
+@register.filter
+def session_url(session_id: str) -> str:
+    """A session's page. The id goes into the path with its "/" escaped too (`{% url %}` keeps them), so a browser
+    never reads a "." or ".." part of an id such as `a/../b` as a move up the path; an id that is itself "." or
+    ".." goes into the query string."""
+    if session_id in _DOT_SEGMENTS:
+        return f"{reverse('session-by-query')}?id={quote(session_id, safe='')}"
+    return f"{reverse('sessions')}{quote(session_id, safe='')}/"
 
 
 @register.simple_tag(takes_context=True)
