@@ -57,7 +57,7 @@ def test_overview_lists_top_models_sessions_and_recent_anomalies_with_links(owne
     record(tenant, runaway_session(session_id="loop/with spaces"))
     html = owner_client.get("/").content.decode()
     assert "gpt-4o" in html
-    assert 'href="/sessions/loop/with%20spaces/"' in html
+    assert 'href="/sessions/loop%2Fwith%20spaces/"' in html
     assert "Runaway loop" in html
     assert 'href="/anomalies/?kind=runaway_loop"' in html
 

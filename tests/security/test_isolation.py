@@ -146,6 +146,7 @@ def matrix(w):
         "activity/export.csv": [("page", "get", "/activity/export.csv", "nodata")],
         "sessions/": [("page", "get", "/sessions/", "nodata")],
         "sessions/<path:session_id>/": [("page", "get", "/sessions/bob-session-secret/", 404)],
+        "session/": [("page", "get", "/session/?id=bob-session-secret", 404)],
         "anomalies/": [("page", "get", "/anomalies/", "nodata")],
         "anomalies/<int:anomaly_id>/acknowledge/": [
             ("page", "post", f"/anomalies/{w['anomaly'].pk}/acknowledge/", 404)],
