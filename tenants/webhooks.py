@@ -45,8 +45,8 @@ FAILING_DISABLE_AFTER = datetime.timedelta(hours=24)
 # Failures further apart than this are not one failing period (retries of one delivery are at most an hour apart).
 FAILING_GAP = datetime.timedelta(hours=6)
 MAX_BACKOFF_SECONDS = 3600
-# The delivery task's limits (tenants.tasks.webhook_deliver): a backstop behind each attempt's own deadline
-# (WEBHOOK_TIMEOUT_SECONDS in all, see _Deadline), for what the deadline does not cover, such as a hung DNS lookup.
+# The delivery task's limits (tenants.tasks.webhook_deliver): a backstop behind each attempt's own deadlines
+# (WEBHOOK_TIMEOUT_SECONDS for the DNS lookup, and as much for the exchange: see _resolve and _Deadline).
 ATTEMPT_SOFT_TIME_LIMIT_SECONDS = 45
 ATTEMPT_TIME_LIMIT_SECONDS = 60
 RETRY_SCAN_LIMIT = 500

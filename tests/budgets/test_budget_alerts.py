@@ -239,7 +239,8 @@ def test_events_recorded_days_after_their_month_ended_alert_for_their_month(
         with django_capture_on_commit_callbacks(execute=True):
             assert telemetry_api.post("/v1/ingest", event, format="json").status_code == 202
         recording()
-        alerts = wait_for(lambda: list(BudgetAlert.objects.filter(tenant=tenant).order_by("level")), what="alerts")
+        wait_for(lambda: BudgetAlert.objects.filter(tenant=tenant).count() == 2, what="both alerts")
+        alerts = BudgetAlert.objects.filter(tenant=tenant).order_by("level")
         assert [(a.month, a.level) for a in alerts] == [(sent.date().replace(day=1), "exceeded"),
                                                         (sent.date().replace(day=1), "threshold")]
         delivery = wait_for(lambda: WebhookDelivery.objects.filter(tenant=tenant, status="succeeded").first(),
