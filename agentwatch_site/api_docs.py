@@ -4,15 +4,25 @@ drf-spectacular-sidecar's static files, no CDN). Neither needs an API key."""
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
+from agentwatch_site.errors import api_error_response
 
-class SchemaView(SpectacularAPIView):
+
+class JsonErrors:
+    """Errors (a wrong method, an unknown `?format=`, an Accept these views cannot meet) get the JSON envelope
+    of every other /v1 route, not a body in the view's own format (YAML, or an HTML page)."""
+
+    def handle_exception(self, exc):
+        return api_error_response(exc)
+
+
+class SchemaView(JsonErrors, SpectacularAPIView):
     """GET /v1/schema: the OpenAPI 3 document (YAML; `?format=json` for JSON). No API key needed."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
 
 
-class DocsView(SpectacularSwaggerSplitView):
+class DocsView(JsonErrors, SpectacularSwaggerSplitView):
     """GET /v1/docs: Swagger UI from local static files (no CDN); its init script is a separate request so the
     strict Content-Security-Policy (script-src 'self') holds."""
 

@@ -1,7 +1,23 @@
 """Serializer pieces shared by every app's API."""
 
+from decimal import Decimal
+
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
+
+from agentwatch_site.money import quantize
+
+
+class MoneyField(serializers.DecimalField):
+    """A money amount out as a JSON number, rounded to `decimal_places` whatever its size (DRF's DecimalField
+    rounds within `max_digits`, or 28 digits without it, and fails on a larger running total)."""
+
+    def __init__(self, *, decimal_places: int = 10, **kwargs):
+        kwargs.setdefault("coerce_to_string", False)
+        super().__init__(max_digits=None, decimal_places=decimal_places, **kwargs)
+
+    def quantize(self, value):
+        return quantize(value, Decimal(1).scaleb(-self.decimal_places), rounding=self.rounding)
 
 
 class StrictBooleanField(serializers.BooleanField):

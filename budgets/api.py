@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from agentwatch_site.errors import NotFound, json_response, validation_error
 from agentwatch_site.pagination import paginated_response
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
-from agentwatch_site.serializers import page_of
+from agentwatch_site.serializers import MoneyField, page_of
 from agentwatch_site.text import CONTROL_CHARACTERS
 from budgets.selectors import (
     alert_list,
@@ -38,17 +38,14 @@ SEED_EXAMPLE = {"team": "backend-engineers", "monthly_budget_usd": 500.00, "aler
                 "hard_stop": True}
 
 
-def _money(**kwargs):
-    return serializers.DecimalField(max_digits=None, decimal_places=10, coerce_to_string=False, **kwargs)
-
 
 class BudgetOutput(serializers.Serializer):
     team = serializers.CharField()
     monthly_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
     alert_threshold_pct = serializers.IntegerField()
     hard_stop = serializers.BooleanField()
-    current_spend = _money(help_text="Month-to-date spend (tenant's calendar month).")
-    pct_used = serializers.DecimalField(max_digits=None, decimal_places=2, coerce_to_string=False)
+    current_spend = MoneyField(help_text="Month-to-date spend (tenant's calendar month).")
+    pct_used = MoneyField(decimal_places=2)
     status = serializers.ChoiceField(choices=["ok", "alert", "exceeded"])
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -135,8 +132,8 @@ class TeamBudgetCheckApi(LeanDispatch, TenantApi):
     class OutputSerializer(serializers.Serializer):
         team = serializers.CharField()
         monthly_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
-        current_spend = _money()
-        pct_used = serializers.DecimalField(max_digits=None, decimal_places=2, coerce_to_string=False)
+        current_spend = MoneyField()
+        pct_used = MoneyField(decimal_places=2)
         hard_stop = serializers.BooleanField()
         status = serializers.ChoiceField(choices=["ok", "alert", "exceeded"])
 
@@ -353,7 +350,7 @@ class AlertOutput(serializers.Serializer):
     month = serializers.DateField()
     level = serializers.CharField()
     threshold_pct = serializers.IntegerField()
-    spend_usd = _money()
+    spend_usd = MoneyField()
     budget_usd = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False)
     created_at = serializers.DateTimeField()
 

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from tenants.models import ApiKey, Team, Tenant, TenantQuerySet
+from usage.models import MONEY_TOTAL
 
 
 class TeamBudget(models.Model):
@@ -40,7 +41,7 @@ class BudgetAlert(models.Model):
     month = models.DateField(help_text="First day of the tenant-local month.")
     level = models.CharField(max_length=10, choices=Level.choices)
     threshold_pct = models.PositiveSmallIntegerField()
-    spend_usd = models.DecimalField(max_digits=20, decimal_places=10)
+    spend_usd = models.DecimalField(**MONEY_TOTAL)
     budget_usd = models.DecimalField(max_digits=12, decimal_places=2)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -2,7 +2,7 @@
 
 import datetime
 import functools
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.db import connection
 from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from agentwatch_site.dates import tenant_month_days
 from agentwatch_site.db import fetch_one
+from agentwatch_site.money import MONEY_CONTEXT, quantize
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from tenants.models import Team, Tenant
 from usage.models import DailySpend, MonthlyTeamSpend, SessionState
@@ -73,7 +74,10 @@ def budget_with_spend(*, tenant: Tenant, team: Team, moment: datetime.datetime |
 
 
 def pct_used(spend: Decimal, budget: Decimal) -> Decimal:
-    return (spend * 100 / budget).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    """Rounded down to 0.01, so it shows a level (the alert threshold, 100) reached exactly when `status_for`
+    does: 79.9999 % is 79.99, not an 80.00 next to status "ok"."""
+    return quantize(MONEY_CONTEXT.divide(MONEY_CONTEXT.multiply(spend, 100), budget), Decimal("0.01"),
+                    rounding=ROUND_DOWN)
 
 
 def status_for(*, spend: Decimal, budget: Decimal, threshold_pct: int) -> str:

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from agentwatch_site.dates import next_month_start, tenant_day, tenant_month_days, tenant_zone
 from agentwatch_site.errors import InvalidRequest
+from agentwatch_site.money import quantize
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from budgets.selectors import month_spend_subquery, pct_used
 from tenants.models import ApiKey, Tenant
@@ -240,7 +241,7 @@ def _alert_create(*, tenant: Tenant, budget: TeamBudget, month, level: str, this
 
 def alert_text(alert: BudgetAlert, *, team_name: str, hard_stop: bool, this_month: bool = True) -> str:
     pct = pct_used(alert.spend_usd, alert.budget_usd)
-    spent = f"${alert.spend_usd.quantize(Decimal('0.01')):,}"
+    spent = f"${quantize(alert.spend_usd, Decimal('0.01')):,}"
     budget = f"${alert.budget_usd:,}"
     month = alert.month.strftime("%B %Y")
     if alert.level == BudgetAlert.Level.EXCEEDED:

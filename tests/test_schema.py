@@ -142,6 +142,21 @@ def test_schema_and_docs_need_no_key_but_ignore_a_bad_one(client, db, collected_
     assert client.get(path, HTTP_AUTHORIZATION="Bearer aw_live_nonsense").status_code == 200
 
 
+@pytest.mark.parametrize(("method", "path", "accept", "status", "code"), [
+    ("post", "/v1/schema", "*/*", 405, "method_not_allowed"),
+    ("delete", "/v1/docs", "*/*", 405, "method_not_allowed"),
+    ("get", "/v1/schema?format=xml", "*/*", 406, "not_acceptable"),
+    ("get", "/v1/docs?format=json", "*/*", 406, "not_acceptable"),
+    ("get", "/v1/schema", "text/html", 406, "not_acceptable"),
+])
+def test_schema_and_docs_errors_are_the_json_envelope(client, db, method, path, accept, status, code):
+    """Not a YAML body or an HTML page: every /v1 error has the one envelope."""
+    response = getattr(client, method)(path, HTTP_ACCEPT=accept)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+
+
 def test_unknown_v1_paths_are_json_404_for_every_method(client, db):
     for method in ("get", "post", "delete", "patch"):
         response = getattr(client, method)("/v1/no-such-thing")

@@ -22,6 +22,7 @@ from agentwatch_site.errors import ApiError, json_response, validation_error
 from agentwatch_site.metrics import EVENTS_ACCEPTED
 from agentwatch_site.openapi import error_response
 from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginated_response
+from agentwatch_site.serializers import MoneyField
 from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.services import rejected_telemetry_count
 from usage.csv_export import csv_cell, csv_lines
@@ -133,9 +134,6 @@ class OptionalText(serializers.CharField):
         return value or None
 
 
-def _money(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=30, decimal_places=10, coerce_to_string=False, **kwargs)
-
 
 EVENT_FILTER_PARAMETERS = [
     OpenApiParameter("team", str, description="Team name, case-insensitive."),
@@ -178,8 +176,11 @@ class EventListApi(TenantApi):
         feature_id = OptionalText()
         status = serializers.ChoiceField(choices=UsageEvent.Status.choices)
         metadata = serializers.DictField()
-        cost_usd = _money(allow_null=True, help_text="USD, fixed when the event is recorded; null until then, "
+        cost_usd = MoneyField(allow_null=True, help_text="USD, fixed when the event is recorded; null until then, "
                                                     "and for an event set aside (see record_error).")
+        priced_by = OptionalText(help_text="How cost_usd was fixed: `blended`, `catalog`, or `fallback` (a model "
+                                           "the price catalogue does not know, at the blended rate: check its "
+                                           "name or add its price); null until recorded.")
         recorded_at = serializers.DateTimeField(allow_null=True)
         record_error = OptionalText(help_text="Set when recording this event failed and it was set aside "
                                               "(quarantined): not counted in any spend until retried.")
@@ -198,7 +199,7 @@ class EventListApi(TenantApi):
                 "prompt_tokens": 1200, "completion_tokens": 300, "latency_ms": 812,
                 "identified_risks": ["PII_EMAIL"], "project": "checkout-service", "team": "payments-eng",
                 "session_id": "ci-run-123", "iteration_index": 4, "customer_id": None, "user_id": None,
-                "feature_id": None, "status": "ok", "metadata": {}, "cost_usd": 0.0045,
+                "feature_id": None, "status": "ok", "metadata": {}, "cost_usd": 0.0045, "priced_by": "blended",
                 "recorded_at": "2026-11-25T09:30:01Z", "record_error": None}],
             "next": "https://agentwatch.example.com/v1/usage/events?team=payments-eng&cursor=WyIyMDI2LTExLTI1VDA5"
                     "OjMwOjAwKzAwOjAwIiw0Ml0"})],
@@ -242,7 +243,7 @@ class SpendRowSerializer(serializers.Serializer):
     events = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
-    cost_usd = _money()
+    cost_usd = MoneyField()
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -258,7 +259,7 @@ class SpendTotalsSerializer(serializers.Serializer):
     events = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
-    cost_usd = _money()
+    cost_usd = MoneyField()
 
 
 def _totals(rows) -> dict:
@@ -395,12 +396,12 @@ class SessionOutputSerializer(serializers.Serializer):
     session_id = serializers.CharField()
     team = serializers.CharField(source="team.name", allow_null=True, default=None)
     project = OptionalText()
-    spent_usd = _money(help_text="Session spend since it (re)started.")
+    spent_usd = MoneyField(help_text="Session spend since it (re)started.")
     events = serializers.IntegerField()
     iterations = serializers.IntegerField(help_text="Distinct iteration indexes recorded.")
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
-    last_limit_usd = _money(allow_null=True, help_text="The last limit_usd a budget-check sent; null if none.")
+    last_limit_usd = MoneyField(allow_null=True, help_text="The last limit_usd a budget-check sent; null if none.")
     first_seen = serializers.DateTimeField()
     last_seen = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(help_text="Idle 24 hours: the same id then starts from zero.")
@@ -444,7 +445,7 @@ class SessionDetailApi(TenantApi):
             events = serializers.IntegerField()
             prompt_tokens = serializers.IntegerField()
             completion_tokens = serializers.IntegerField()
-            cost_usd = _money(allow_null=True, help_text="Null while none of its events is recorded yet.")
+            cost_usd = MoneyField(allow_null=True, help_text="Null while none of its events is recorded yet.")
             timestamp = serializers.DateTimeField(help_text="Its first event's time.")
 
         iteration_list = IterationSerializer(many=True, help_text="Up to the latest 1,000 iterations, ascending.")
@@ -458,7 +459,8 @@ class SessionDetailApi(TenantApi):
     )
     def get(self, request, session_id: str):
         session = session_get(tenant=request.tenant, session_id=session_id)
-        session.iteration_list = session_iterations(tenant=request.tenant, session_id=session.session_id)
+        session.iteration_list = session_iterations(tenant=request.tenant, session_id=session.session_id,
+                                                    since=session.first_seen)
         return Response(self.OutputSerializer(session).data)
 
 
@@ -468,7 +470,7 @@ class TeamListApi(TenantApi):
     class OutputSerializer(serializers.Serializer):
         name = serializers.CharField()
         created_at = serializers.DateTimeField()
-        month_spend_usd = _money(help_text="Month-to-date spend in the tenant's calendar month.")
+        month_spend_usd = MoneyField(help_text="Month-to-date spend in the tenant's calendar month.")
         month_events = serializers.IntegerField()
 
     @extend_schema(

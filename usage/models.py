@@ -5,6 +5,11 @@ from django.db import models
 from tenants.models import Team, Tenant, TenantQuerySet
 
 MONEY = {"max_digits": 20, "decimal_places": 10}
+# Running totals (a session's spend, the roll-ups): one event costs less than 10^10 USD (recording sets aside any
+# that would not), but their sums are unbounded, and a total that overflows its column fails every batch that adds
+# to it — recording stalls for every tenant behind it. 28 integer digits cannot be reached: at the ingest rate
+# limit with every event at the maximum, it would take centuries.
+MONEY_TOTAL = {"max_digits": 38, "decimal_places": 10}
 
 
 class ModelPrice(models.Model):
@@ -109,7 +114,7 @@ class SessionState(models.Model):
     session_id = models.CharField(max_length=200)
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     project = models.CharField(max_length=200, blank=True, default="")
-    spent_usd = models.DecimalField(default=Decimal("0"), **MONEY)
+    spent_usd = models.DecimalField(default=Decimal("0"), **MONEY_TOTAL)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     events = models.PositiveBigIntegerField(default=0)
@@ -149,7 +154,7 @@ class DailySpend(models.Model):
     events = models.PositiveBigIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(default=Decimal("0"), **MONEY)
+    cost_usd = models.DecimalField(default=Decimal("0"), **MONEY_TOTAL)
 
     objects = TenantQuerySet.as_manager()
 
@@ -166,7 +171,7 @@ class TeamSpendRollup(models.Model):
 
     team_name = models.CharField(max_length=100, blank=True, default="")
     events = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(default=Decimal("0"), **MONEY)
+    cost_usd = models.DecimalField(default=Decimal("0"), **MONEY_TOTAL)
 
     objects = TenantQuerySet.as_manager()
 

@@ -106,12 +106,17 @@ def session_get(*, tenant: Tenant, session_id: str) -> SessionState:
 SESSION_ITERATIONS_SHOWN = 1000
 
 
-def session_iterations(*, tenant: Tenant, session_id: str, limit: int = SESSION_ITERATIONS_SHOWN) -> list[dict]:
+def session_iterations(*, tenant: Tenant, session_id: str, since: datetime.datetime | None = None,
+                       limit: int = SESSION_ITERATIONS_SHOWN) -> list[dict]:
     """Per iteration_index of a session's events (the latest `limit`, ascending): events, tokens, cost (recorded
-    events only) and the time of its first event."""
+    events only) and the time of its first event. `since`: the session state's `first_seen`, so only its current
+    lifetime counts, as in its totals (an id idle for 24 hours starts again from zero; recording dates that by
+    receipt too)."""
+    events = UsageEvent.objects.for_tenant(tenant).filter(session_id=session_id, iteration_index__isnull=False)
+    if since is not None:
+        events = events.filter(received_at__gte=since)
     rows = (
-        UsageEvent.objects.for_tenant(tenant)
-        .filter(session_id=session_id, iteration_index__isnull=False)
+        events
         .values("iteration_index")
         .annotate(events=Count("id"), prompt_tokens=Sum("prompt_tokens"),
                   completion_tokens=Sum("completion_tokens"), cost_usd=Sum("cost_usd"), timestamp=Min("timestamp"))

@@ -221,7 +221,8 @@ def session_by_query(request):
 def session_detail(request, session_id: str):
     tenant = request.tenant
     state = SessionState.objects.for_tenant(tenant).select_related("team").filter(session_id=session_id).first()
-    iterations = session_iterations(tenant=tenant, session_id=session_id)
+    iterations = session_iterations(tenant=tenant, session_id=session_id,
+                                    since=state.first_seen if state is not None else None)
     events = list(event_list(tenant=tenant, filters={"session_id": session_id})[:SESSION_EVENTS_SHOWN])
     if state is None and not events:
         raise Http404("No such session.")

@@ -126,6 +126,18 @@ def test_get_one_budget_matches_the_team_ignoring_case(tenant, admin_api):
         "Backend-Engineers", "alert", 90.0)
 
 
+@pytest.mark.parametrize(("spent", "pct_used", "status"), [
+    ("2.3999970000", 79.99, "ok"), ("2.4", 80.0, "alert"), ("2.9999970000", 99.99, "alert"), ("3", 100.0, "exceeded"),
+])
+def test_pct_used_reaches_a_level_exactly_when_status_does(tenant, admin_api, spent, pct_used, status):
+    """Rounded down: a script comparing pct_used with the threshold (or 100) agrees with status."""
+    create(admin_api, team="tight", monthly_budget_usd=3, alert_threshold_pct=80)
+    spend(tenant, "tight", spent)
+    for body in (admin_api.get("/v1/teams/budget-check?team=tight").json(),
+                 admin_api.get("/v1/teams/budgets/tight").json()):
+        assert (body["pct_used"], body["status"]) == (pct_used, status)
+
+
 def test_team_name_with_slash_and_spaces_reaches_its_budget(admin_api):
     assert create(admin_api, team="infra / platform").status_code == 201
     response = admin_api.get("/v1/teams/budgets/infra%20%2F%20platform")

@@ -226,3 +226,17 @@ def test_no_key_or_revoked_key_is_401(tenant, client):
     ApiKey.objects.filter(tenant=tenant).update(revoked_at=timezone.now())
     response = api_client_for(raw).get("/v1/usage/events")
     assert response.status_code == 401 and response.json()["error"]["code"] == "revoked_api_key"
+
+
+def test_events_say_how_they_were_priced_so_fallback_prices_can_be_found(tenant, telemetry_api, admin_api,
+                                                                         recording):
+    """PRODUCT.md §5: in catalog mode an unknown model falls back to the blended rate and is flagged."""
+    tenant.cost_mode = "catalog"
+    tenant.save(update_fields=["cost_mode"])
+    for event_id, model in (("known", "gpt-4o"), ("typo", "GPT-4o-mini-typo")):
+        response = telemetry_api.post("/v1/ingest", {"event_id": event_id, "model": model, "prompt_tokens": 1000,
+                                                     "completion_tokens": 100}, format="json")
+        assert response.status_code == 202
+    recording()
+    priced = {event["event_id"]: event["priced_by"] for event in get(admin_api).json()["results"]}
+    assert priced == {"known": "catalog", "typo": "fallback"}

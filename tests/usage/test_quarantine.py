@@ -6,6 +6,7 @@ transaction, narrowed down by halving (simulated here by a pricing function that
 
 import datetime
 import io
+import time
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,8 @@ from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tenants.models import ApiKey
+from tests.conftest import api_client_for, make_key
 from tests.usage.test_recording import SDK_EVENT, assert_totals_match_events, ingest
 from tests.usage.test_retention import purge
 from usage.models import DailySpend, SessionState, UsageEvent
@@ -194,3 +197,41 @@ def test_the_command_says_when_there_is_nothing_and_refuses_an_unknown_tenant(te
     assert "No quarantined events." in out.getvalue()
     with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
         call_command("quarantined_events", tenant="nope")
+
+
+def test_running_totals_past_ten_billion_dollars_are_recorded_and_hold_up_no_one(
+        tenant, other_tenant, telemetry_api, admin_api, recording):
+    """Each event costs just under what one event may (10^10 USD), so their sums pass what a cost column holds.
+    The totals (session, daily, hourly, monthly) are wider: every event is counted, exactly, and the answers that
+    show the totals still work. Before, the overflowing total failed every batch that added to it, and since
+    nothing was set aside when everything failed, every tenant's events waited behind them."""
+    tenant.cost_mode = "catalog"
+    tenant.save(update_fields=["cost_mode"])
+    price_override_set(tenant=tenant, model="pricey", input_per_mtok=Decimal("9999999"), output_per_mtok=Decimal("1"))
+    budget = admin_api.post("/v1/teams/budgets", {"team": "big", "monthly_budget_usd": 1000, "hard_stop": True},
+                            format="json")
+    assert budget.status_code == 201
+    big = [dict(SDK_EVENT, model="pricey", prompt_tokens=10**9, completion_tokens=0, team="big", session_id="big-s",
+                event_id=f"big-{i}", iteration_index=i) for i in range(1, 4)]
+    assert telemetry_api.post("/v1/ingest", {"events": big}, format="json").status_code == 202
+    bystander = api_client_for(make_key(other_tenant, ApiKey.Scope.TELEMETRY))
+    assert bystander.post("/v1/ingest", dict(SDK_EVENT, event_id="bystander"), format="json").status_code == 202
+    recording()
+
+    one = Decimal("9999999000")  # 10^9 tokens at 9,999,999 USD per million
+    assert not UsageEvent.objects.exclude(record_error="").exists()
+    assert SessionState.objects.get(tenant=tenant, session_id="big-s").spent_usd == 3 * one
+    assert_totals_match_events(tenant)
+    assert UsageEvent.objects.get(tenant=other_tenant, event_id="bystander").cost_usd > 0
+
+    check = telemetry_api.get("/v1/budget-check?session_id=big-s&limit_usd=5").json()
+    assert check["exceeded"] is True and check["spent_usd"] == 3 * 9999999000.0
+    team = admin_api.get("/v1/teams/budget-check?team=big").json()
+    assert team["status"] == "exceeded" and team["current_spend"] == 3 * 9999999000.0
+    assert team["pct_used"] == 2999999700.0  # 3 × 9,999,999,000 / 1,000 × 100
+    session = admin_api.get("/v1/sessions/big-s").json()
+    assert session["spent_usd"] == 3 * 9999999000.0
+    deadline = time.monotonic() + 15  # a worker creates the alerts after recording
+    while not (alerts := admin_api.get("/v1/alerts").json()["results"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alerts and alerts[0]["spend_usd"] > 10**10

@@ -4,10 +4,13 @@ from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from tenants.services import team_get_or_create
+from tests.usage.test_recording import SDK_EVENT, ingest
 from usage.models import SessionState
+from usage.services.recording import events_record_pending
 
 _serial = itertools.count()
 
@@ -128,3 +131,20 @@ def test_telemetry_key_gets_403(tenant, telemetry_api):
     make_session(tenant, "mine")
     assert telemetry_api.get("/v1/sessions").status_code == 403
     assert telemetry_api.get("/v1/sessions/mine").status_code == 403
+
+
+def test_a_reused_session_id_shows_only_its_current_lifetime(tenant, admin_api):
+    """An id idle for 24 hours starts again from zero: its iterations must be those its totals count, not the
+    earlier run's added to them."""
+    yesterday = timezone.now() - datetime.timedelta(hours=30)
+    with time_machine.travel(yesterday, tick=False):
+        ingest(tenant, [dict(SDK_EVENT, session_id="nightly", iteration_index=i, event_id=f"old-{i}")
+                        for i in (1, 2, 3)])
+        events_record_pending()
+    ingest(tenant, [dict(SDK_EVENT, session_id="nightly", iteration_index=1, event_id="new-1")])
+    events_record_pending()
+
+    body = admin_api.get("/v1/sessions/nightly").json()
+    assert (body["events"], body["iterations"]) == (1, 1)
+    assert [(row["iteration_index"], row["events"]) for row in body["iteration_list"]] == [(1, 1)]
+    assert body["iteration_list"][0]["cost_usd"] == body["spent_usd"]

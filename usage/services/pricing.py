@@ -1,9 +1,10 @@
 """Cost of one event, fixed when it is recorded. Decimal only."""
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.db.models import Q
 
+from agentwatch_site.money import quantize
 from tenants.models import Tenant
 from usage.models import ModelPrice, UsageEvent
 
@@ -13,7 +14,7 @@ COST_QUANTUM = Decimal("0.0000000001")
 
 
 def quantize_cost(value: Decimal) -> Decimal:
-    return value.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+    return quantize(value, COST_QUANTUM)
 
 
 def blended_cost(prompt_tokens: int, completion_tokens: int) -> Decimal:

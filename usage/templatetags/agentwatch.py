@@ -1,4 +1,4 @@
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from urllib.parse import quote
 
 from django import template
@@ -6,6 +6,8 @@ from django.contrib.humanize.templatetags.humanize import intcomma
 from django.middleware.csrf import get_token
 from django.urls import reverse
 from django.utils.html import format_html
+
+from agentwatch_site.money import quantize
 
 register = template.Library()
 
@@ -65,7 +67,7 @@ def usd(value, places=None) -> str:
     if places is None:
         places = 2 if abs(amount) >= 1 or amount == 0 else 4
     quantum = Decimal(1).scaleb(-int(places))
-    rounded = amount.quantize(quantum, rounding=ROUND_HALF_UP)
+    rounded = quantize(amount, quantum)
     sign = "-" if rounded < 0 else ""
     whole, _, frac = f"{abs(rounded):f}".partition(".")
     return f"{sign}${intcomma(int(whole))}{'.' + frac if frac else ''}"
