@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
-from agentwatch_site.dates import tenant_day, tenant_month_days
+from agentwatch_site.dates import tenant_day, tenant_month_days, tenant_zone
 from agentwatch_site.pagination import keyset_page_or_first
 from budgets.models import TeamBudget
 from budgets.selectors import alert_list, audit_log_list, budget_list_with_spend, budget_status
@@ -70,7 +70,8 @@ def overview(request):
     budgets = _with_status(budget_list_with_spend(tenant=tenant, moment=now))
     total_budget = sum((b.monthly_budget_usd for b in budgets), Decimal("0"))
     rejected = rejected_telemetry_recent(tenant=tenant)
-    month_start_dt = datetime.datetime.combine(month_first, datetime.time.min, tzinfo=datetime.UTC)
+    # The tenant's midnight, as for the month-to-date total (not UTC's).
+    month_start_dt = datetime.datetime.combine(month_first, datetime.time.min, tzinfo=tenant_zone(tenant))
     context = {
         "active_nav": "overview",
         "month_to_date": month_to_date,

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 
 class TenantQuerySet(models.QuerySet):
@@ -99,6 +100,10 @@ class ApiKey(models.Model):
     @property
     def display(self) -> str:
         return f"{self.prefix}…"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
 
 
 class Team(models.Model):

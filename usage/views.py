@@ -123,8 +123,12 @@ def event_detail(request, event_pk: int):
 @require_GET
 def activity_live(request):
     """Polled every few seconds by the Activity page: the events (matching its filters) newer than the newest
-    one it shows, prepended out of band, and the poller with the new high-water mark. An event whose own
-    timestamp is older than that mark (a late or skewed client clock) appears on the next full load instead."""
+    one it shows, prepended out of band, and the poller with the new high-water mark. More than LIVE_MAX_ROWS
+    new events arrive over several polls, oldest first, so none is skipped. An event whose own timestamp is older
+    than the mark (a late or skewed client clock) appears on the next full load instead.
+
+    The page sends the ids of its rows still waiting for a worker (`pending`): those recorded since come back
+    too, to replace their rows."""
     filters = _filters(request)
     mark = request.GET.get("after", "")
     events, errors = _events_or_errors(request, filters)
@@ -132,9 +136,14 @@ def activity_live(request):
         timestamp, event_id = decode_cursor(mark, model=UsageEvent, order=LIVE_ORDER)
     except ApiError:
         errors = errors or {"after": ["invalid"]}
-    rows = [] if errors else list(
-        events.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=event_id))[:LIVE_MAX_ROWS])
-    context = {"events": rows, "live_query": _query(filters, after=_live_mark(rows) if rows else mark), "new": True}
+    rows = [] if errors else list(reversed(
+        events.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=event_id))
+        .order_by(*LIVE_ORDER)[:LIVE_MAX_ROWS]))
+    pending = [int(pk) for pk in request.GET.getlist("pending")[:LIVE_MAX_ROWS] if pk.isdigit() and len(pk) < 19]
+    priced = list(UsageEvent.objects.for_tenant(request.tenant)
+                  .filter(pk__in=pending, recorded_at__isnull=False)) if pending else []
+    context = {"events": rows, "priced": priced, "new": True,
+               "live_query": _query(filters, after=_live_mark(rows) if rows else mark)}
     return render(request, "usage/_activity_live.html", context)
 
 

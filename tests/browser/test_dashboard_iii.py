@@ -121,3 +121,27 @@ def test_load_more_appends_older_rows_in_place(page, owner, tenant, console):
     expect(page.get_by_role("link", name="Load older changes")).to_have_count(0)
     assert page.url.endswith("/budgets/")
     assert console.errors() == []
+
+
+def test_live_refresh_drops_the_empty_message_and_prices_a_pending_row(page, owner, tenant):
+    """An event arrives while the list is empty and no worker has priced it yet: the live poll prepends it in
+    place of the empty-state message, and once it is recorded a later poll replaces its "pending" badge."""
+    from django.utils import timezone
+
+    from usage.models import UsageEvent
+    from usage.services.ingest import event_batch_ingest, parse_ingest_body
+    from usage.services.recording import events_record_pending
+
+    sign_in(page, "olivia")
+    page.goto("/activity/")
+    expect(page.locator("#no-events")).to_be_visible()
+    now = timezone.now()
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body({"events": [event(event_id="late-1")]}, now=now),
+                       received_at=now)
+    row = page.locator(f"#evt-{UsageEvent.objects.get(event_id='late-1').pk}")
+    expect(row).to_contain_text("pending", timeout=12_000)
+    expect(page.locator("#no-events")).to_have_count(0)
+    events_record_pending()
+    expect(row).to_contain_text("$0.0036", timeout=12_000)
+    expect(row).not_to_contain_text("pending")
+    expect(page.locator("details.evt")).to_have_count(1)

@@ -3,6 +3,7 @@
 import csv
 import datetime
 import io
+import re
 
 from django.utils import timezone
 
@@ -106,6 +107,61 @@ def test_live_refresh_returns_only_new_events_matching_the_filters(owner_client,
     assert 'hx-swap-oob="afterbegin:#event-list"' in response
     new_url = re.search(r'hx-get="(/activity/live/\?[^"]+)"', response).group(1).replace("&amp;", "&")
     assert "fresh-1" not in owner_client.get(new_url, **htmx()).content.decode()
+
+
+def _live_url(html: str) -> str:
+    return re.search(r'hx-get="(/activity/live/\?[^"]+)"', html).group(1).replace("&amp;", "&")
+
+
+def test_a_burst_larger_than_one_poll_arrives_over_several_polls_with_none_skipped(owner_client, tenant, htmx):
+    from usage.models import UsageEvent
+    from usage.views import LIVE_MAX_ROWS
+
+    html = owner_client.get("/activity/?team=burst").content.decode()
+    assert 'id="no-events"' in html
+    start = timezone.now()
+    record(tenant, [event(team="burst", event_id=f"b{i:03d}", timestamp=start + datetime.timedelta(seconds=i))
+                    for i in range(LIVE_MAX_ROWS + 50)])
+    oldest_first = list(UsageEvent.objects.filter(tenant=tenant, team_name="burst").order_by("timestamp")
+                        .values_list("pk", flat=True))
+    live_url, batches = _live_url(html), []
+    for _ in range(3):
+        response = owner_client.get(live_url, **htmx()).content.decode()
+        batches.append([int(pk) for pk in re.findall(r'<details class="evt is-new" id="evt-(\d+)"', response)])
+        # The page's empty-state message goes with the first rows.
+        assert ('<p id="no-events" hx-swap-oob="delete"></p>' in response) == bool(batches[-1])
+        live_url = _live_url(response)
+    # Oldest first across polls, each poll's rows newest first as they are prepended: nothing skipped.
+    assert batches == [oldest_first[:LIVE_MAX_ROWS][::-1], oldest_first[LIVE_MAX_ROWS:][::-1], []]
+
+
+def test_a_pending_row_is_replaced_once_a_worker_prices_it(owner_client, tenant, htmx):
+    from usage.models import UsageEvent
+    from usage.services.ingest import event_batch_ingest, parse_ingest_body
+
+    now = timezone.now()
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body({"events": [event(event_id="slow")]}, now=now),
+                       received_at=now)
+    pk = UsageEvent.objects.get(event_id="slow").pk
+    html = owner_client.get("/activity/").content.decode()
+    assert f'<input type="hidden" class="pending-event" name="pending" value="{pk}">' in html
+    assert 'hx-include=".pending-event"' in html
+    live_url = _live_url(html)
+    # Still pending: nothing to replace.
+    assert f'id="evt-{pk}"' not in owner_client.get(f"{live_url}&pending={pk}", **htmx()).content.decode()
+    record(tenant, [])
+    response = owner_client.get(f"{live_url}&pending={pk}&pending=999999999&pending=x", **htmx()).content.decode()
+    row = re.search(rf'<details class="evt" id="evt-{pk}" hx-swap-oob="true">.*?</details>', response, re.S).group()
+    assert "pending" not in row and "$0.0036" in row
+
+
+def test_live_refresh_replaces_no_other_tenants_row(owner_client, tenant, other_tenant, htmx):
+    record(other_tenant, [event(event_id="theirs")])
+    from usage.models import UsageEvent
+
+    theirs = UsageEvent.objects.get(tenant=other_tenant, event_id="theirs").pk
+    live_url = _live_url(owner_client.get("/activity/").content.decode())
+    assert f"evt-{theirs}" not in owner_client.get(f"{live_url}&pending={theirs}", **htmx()).content.decode()
 
 
 def test_csv_download_has_the_filtered_rows_and_defuses_formulas(owner_client, tenant):

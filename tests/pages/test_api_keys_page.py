@@ -63,3 +63,21 @@ def test_key_list_shows_name_prefix_scope_creator_and_last_use(admin_client, adm
 def test_another_tenants_keys_are_not_listed(admin_client, other_tenant):
     api_key_create(tenant=other_tenant, name="their-key", scope=ApiKey.Scope.ADMIN)
     assert b"their-key" not in admin_client.get("/settings/api-keys/").content
+
+
+def test_an_expired_key_is_shown_expired_and_one_about_to_expire_says_when(admin_client, tenant):
+    import datetime
+    import re
+
+    from django.utils import timezone
+
+    expired, _ = api_key_create(tenant=tenant, name="short-lived", scope=ApiKey.Scope.TELEMETRY,
+                                expires_at=timezone.now() + datetime.timedelta(minutes=3))
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - datetime.timedelta(minutes=1))
+    soon, _ = api_key_create(tenant=tenant, name="soon", scope=ApiKey.Scope.TELEMETRY,
+                             expires_at=timezone.now() + datetime.timedelta(days=2, minutes=5))
+    html = admin_client.get("/settings/api-keys/").content.decode()
+    expired_row = re.search(rf'<tr id="key-{expired.pk}".*?</tr>', html, re.S).group()
+    assert 'class="is-revoked"' in expired_row and ">expired</span>" in expired_row and "Revoke" not in expired_row
+    soon_row = re.search(rf'<tr id="key-{soon.pk}".*?</tr>', html, re.S).group()
+    assert "expires in 2\xa0days" in soon_row and "Revoke" in soon_row
