@@ -55,10 +55,10 @@ web: install
 WORKER_QUEUES ?= celery,webhooks
 WORKER_NAME ?= celery
 worker: require-production install
-	$(VENV)/bin/celery -A agentwatch_site worker --loglevel=INFO -Q $(WORKER_QUEUES) -n $(WORKER_NAME)@%h
+	$(VENV)/bin/celery -A agentwatch_site worker -Q $(WORKER_QUEUES) -n $(WORKER_NAME)@%h
 
 beat: require-production install
-	$(VENV)/bin/celery -A agentwatch_site beat --loglevel=INFO --schedule var/celerybeat-schedule
+	$(VENV)/bin/celery -A agentwatch_site beat --schedule var/celerybeat-schedule
 
 # Every benchmark in turn against the local PostgreSQL and Redis (needs wrk: apt-get install wrk). Long: pages
 # and retention each generate 1,000,000 events. BENCH_ARGS=--write records the figures in bench/RESULTS.md.

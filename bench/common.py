@@ -115,10 +115,11 @@ def start_gunicorn(env: dict, *, workers: int = 3, port: int | None = None, name
 def start_worker(env: dict, *, concurrency: int = 1, name: str = "celery",
                  queues: str = "celery,webhooks") -> Service:
     """One `celery worker` (prefork) on both queues, ready once it logs "ready."."""
-    argv = [str(VENV_BIN / "celery"), "-A", "agentwatch_site", "worker", "--loglevel=INFO", "--pool=prefork",
+    argv = [str(VENV_BIN / "celery"), "-A", "agentwatch_site", "worker", "--pool=prefork",
             f"--concurrency={concurrency}", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
             "--without-heartbeat", "-Q", queues]
-    service = _spawn(name, argv, env)
+    # INFO (the bench's other processes log at WARNING): "ready." and the task lines are INFO.
+    service = _spawn(name, argv, dict(env, LOG_LEVEL="INFO"))
     deadline = time.monotonic() + 30
     while b"ready." not in service.log_path.read_bytes():
         if service.proc.poll() is not None or time.monotonic() > deadline:
@@ -129,7 +130,7 @@ def start_worker(env: dict, *, concurrency: int = 1, name: str = "celery",
 
 def start_beat(env: dict, *, name: str = "beat") -> Service:
     schedule = LOG_DIR / f"celerybeat-{os.getpid()}"
-    return _spawn(name, [str(VENV_BIN / "celery"), "-A", "agentwatch_site", "beat", "--loglevel=WARNING",
+    return _spawn(name, [str(VENV_BIN / "celery"), "-A", "agentwatch_site", "beat",
                          "--schedule", str(schedule)], env)
 
 

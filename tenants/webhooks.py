@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 EVENT_TYPES = tuple(WebhookEndpoint.EventType.values)
 TEST_EVENT = "test"
+HELD_ERROR = "held: the endpoint is disabled; sent when it is enabled again"
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT = "AgentWatch-Webhooks/1.0"
 # An endpoint whose deliveries have failed (with no success in between) for this long is disabled.
@@ -193,12 +194,20 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookE
         endpoint.description = changes["description"]
     if "event_types" in changes:
         endpoint.event_types = _check_event_types(changes["event_types"])
+    released = False
     if "enabled" in changes:
         if changes["enabled"] and not endpoint.enabled:
             endpoint.failing_since = None
             endpoint.disabled_reason = ""
+            released = True
         endpoint.enabled = changes["enabled"]
     endpoint.save()
+    if released:
+        # Deliveries held while it was disabled go out now (the retry scan would find them within a minute).
+        for delivery_id in WebhookDelivery.objects.filter(
+                endpoint=endpoint, status=WebhookDelivery.Status.PENDING, next_attempt_at__isnull=True,
+        ).values_list("pk", flat=True):
+            _enqueue_after_commit(delivery_id)
     return endpoint
 
 
@@ -404,7 +413,11 @@ def retry_delay_seconds(attempts: int) -> float:
 
 def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = None) -> WebhookDelivery | None:
     """Make one attempt if the delivery is pending and due; None when it is not (done, or another worker has
-    it). Records the outcome and, after a retryable failure, when to try again."""
+    it). Records the outcome and, after a retryable failure, when to try again.
+
+    A delivery whose endpoint was disabled after it was created (by the tenant, or automatically after 24 hours
+    of failures: often by its sibling's attempt a moment before) is held, not failed and no attempt used: it stays
+    pending, out of the retry scan, and goes out when the endpoint is enabled again."""
     max_attempts = max_attempts or settings.WEBHOOK_MAX_ATTEMPTS
     now = timezone.now()
     # The lease outlives the attempt (the HTTP timeout, and the task's hard time limit for a receiver that trickles
@@ -415,6 +428,10 @@ def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = Non
     due = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
+    held = due.filter(endpoint__enabled=False).exclude(event_type=TEST_EVENT)
+    if held.update(next_attempt_at=None, last_error=HELD_ERROR):
+        logger.info("webhook delivery held: endpoint disabled delivery_id=%s", delivery_id)
+        return None
     # A test event gets one attempt, wherever it is retried from.
     used_up = Q(attempts__gte=max_attempts) | Q(event_type=TEST_EVENT, attempts__gte=1)
     claimed = due.exclude(used_up).update(attempts=F("attempts") + 1, next_attempt_at=lease)
@@ -426,10 +443,7 @@ def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = Non
         return None
     delivery = WebhookDelivery.objects.select_related("endpoint", "endpoint__tenant").get(pk=delivery_id)
     endpoint = delivery.endpoint
-    if not endpoint.enabled and delivery.event_type != TEST_EVENT:
-        outcome = Outcome(None, f"endpoint disabled: {endpoint.disabled_reason or 'by the tenant'}", False)
-    else:
-        outcome = _post(endpoint, delivery.payload)
+    outcome = _post(endpoint, delivery.payload)
     finished = timezone.now()
     delivery.response_code = outcome.response_code
     delivery.last_error = outcome.error
@@ -477,5 +491,6 @@ def webhook_deliveries_due(*, limit: int = RETRY_SCAN_LIMIT) -> list[int]:
     return list(
         WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .exclude(Q(endpoint__enabled=False) & ~Q(event_type=TEST_EVENT))  # held until the endpoint is enabled
         .order_by("id").values_list("id", flat=True)[:limit]
     )

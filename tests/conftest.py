@@ -167,7 +167,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "agentwatch_site", "worker", "--loglevel=INFO",
+            [sys.executable, "-m", "celery", "-A", "agentwatch_site", "worker",
              f"--concurrency={self.concurrency}", "--pool=prefork", "-n", f"{self.name}-{os.getpid()}@%h",
              "-Q", self.queues,
              "--without-gossip", "--without-mingle", "--without-heartbeat"],

@@ -69,11 +69,12 @@ def test_workers_and_beat_keep_reconnecting_through_a_long_redis_outage():
     assert celery_app.conf.broker_connection_max_retries is None
 
 
-def test_the_celery_worker_logs_json_like_the_web_processes():
+def test_the_celery_worker_logs_json_at_log_level_like_the_web_processes():
+    """LOG_LEVEL, not Celery's --loglevel (WARNING when not given, as here), sets what the worker logs."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
-    env.update(LOG_JSON="1", PYTHONUNBUFFERED="1")
+    env.update(LOG_JSON="1", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "agentwatch_site", "worker", "--pool=solo",
-                             "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                             "--without-gossip", "--without-mingle", "--without-heartbeat"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

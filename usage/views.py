@@ -25,6 +25,7 @@ from usage.models import Anomaly, ModelPrice, PurgeRun, SessionState, UsageEvent
 from usage.selectors import event_list, session_iterations, session_list, unpriced_models_recent
 from usage.services.anomalies import anomaly_acknowledge, anomaly_list
 from usage.services.pricing import price_override_delete, price_override_set
+from usage.services.retention import expired_events
 
 ACTIVITY_PAGE_SIZE = 50
 LIVE_MAX_ROWS = 100
@@ -391,13 +392,20 @@ class RetentionForm(forms.Form):
 def _retention_context(request, **extra) -> dict:
     tenant = request.tenant
     cutoff = timezone.now() - datetime.timedelta(days=tenant.retention_days)
-    expired = UsageEvent.objects.for_tenant(tenant).filter(timestamp__lt=cutoff)
+    expired = expired_events(tenant, cutoff)
     oldest = expired.order_by("timestamp", "id").values_list("timestamp", flat=True).first()
-    last_run = PurgeRun.objects.filter(dry_run=False).order_by("-started_at").first()
+    runs = PurgeRun.objects.filter(dry_run=False).order_by("-started_at")
+    last_run = runs.filter(finished_at__isnull=False).first()
+    # A later run that has not finished: still running, or stopped (its counts are only written per finished
+    # tenant, so what it deleted of this tenant's is not known yet).
+    unfinished = runs.filter(finished_at__isnull=True)
+    if last_run is not None:
+        unfinished = unfinished.filter(started_at__gt=last_run.started_at)
     context = {
         "active_nav": "settings", "settings_tab": "retention", "cutoff": cutoff,
         "expired_count": expired.count() if oldest else 0, "oldest_expired": oldest,
         "last_run": last_run, "last_run_tenant": (last_run.per_tenant or {}).get(tenant.slug) if last_run else None,
+        "unfinished_run": unfinished.first(),
         "form": RetentionForm(initial={"retention_days": tenant.retention_days}),
     }
     context.update(extra)

@@ -150,6 +150,22 @@ def test_retention_shows_what_the_next_purge_removes(admin_client, tenant):
     assert "0 of your events and 1 webhook delivery deleted (older than 2026-08-29)" in html
 
 
+def test_retention_counts_only_what_a_purge_deletes_and_says_when_one_did_not_finish(admin_client, tenant):
+    from usage.models import UsageEvent
+
+    now = timezone.now()
+    record(tenant, [event(timestamp=now - datetime.timedelta(days=100), event_id=f"old-{n}") for n in range(3)])
+    # Set aside (quarantined): kept by the purge, so not counted as going to be deleted.
+    UsageEvent.objects.filter(event_id="old-0").update(record_error="CostOverflow: test", cost_usd=None)
+    PurgeRun.objects.create(started_at=now - datetime.timedelta(days=1), finished_at=now - datetime.timedelta(days=1),
+                            per_tenant={"alice": {"events": 7, "cutoff": "2026-08-27T00:00"}})
+    PurgeRun.objects.create(started_at=now - datetime.timedelta(minutes=5))  # stopped half-way: no counts
+    html = admin_client.get("/settings/retention/").content.decode()
+    assert '<strong id="expired-count">2</strong> events older than' in html
+    assert "7 of your events deleted (older than 2026-08-27)" in html  # the last finished run, not the stopped one
+    assert 'id="unfinished-purge"' in html and "has not finished" in html
+
+
 def test_retention_days_are_validated_and_saved(admin_client, tenant, htmx):
     assert admin_client.post("/settings/retention/", {"retention_days": "0"}, **htmx()).status_code == 400
     assert admin_client.post("/settings/retention/", {"retention_days": "3651"}, **htmx()).status_code == 400

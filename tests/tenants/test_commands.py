@@ -1,3 +1,4 @@
+import re
 from io import StringIO
 
 import pytest
@@ -89,3 +90,29 @@ def test_createtenant_says_an_existing_owner_keeps_their_password():
     assert user.check_password("original-pass-1")
     assert "password is unchanged" in err.getvalue()
     assert Membership.objects.get(user=user, tenant__slug="beta").role == "owner"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("args", "message"), [
+    (["Partial Co", "--admin-username", "u" * 151, "--admin-password", "pw-good-12345"],
+     "--admin-username: Ensure this value has at most 150 characters"),
+    (["Partial Co", "--admin-username", "no spaces!", "--admin-password", "pw-good-12345"],
+     "--admin-username: Enter a valid username"),
+    (["Partial Co", "--admin-username", "ada", "--admin-password", "pw-good-12345", "--admin-email", "not-mail"],
+     "--admin-email: Enter a valid email address"),
+    (["x" * 201], "name: Ensure this value has at most 200 characters"),
+    (["Partial Co", "--slug", "bad slug!"], "--slug 'bad slug!' is not a slug"),
+    (["Partial Co", "--slug", "a" * 51], "is not a slug: up to 50"),
+])
+def test_createtenant_refuses_bad_values_with_one_line_and_creates_nothing(args, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run("createtenant", *args)
+    assert not Tenant.objects.exists() and not get_user_model().objects.exists()
+
+
+@pytest.mark.django_db
+def test_createapikey_refuses_a_name_too_long():
+    slug = run("createtenant", "Acme")[-1]
+    with pytest.raises(CommandError, match="at most 100 characters"):
+        run("createapikey", "--tenant", slug, "--name", "x" * 101, "--scope", "admin")
+    assert not ApiKey.objects.exists()

@@ -1,6 +1,7 @@
 """Webhook attempts: attempts cut short stay bounded, and old failures do not disable an endpoint."""
 
 import datetime
+import json
 import signal
 import socket
 import ssl
@@ -13,7 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from tenants.models import Membership, WebhookDelivery, WebhookEndpoint
-from tenants.webhooks import webhook_delivery_attempt, webhook_event_emit
+from tenants.webhooks import HELD_ERROR, webhook_deliveries_due, webhook_delivery_attempt, webhook_event_emit
 from tests.fakes import WebhookReceiver
 from tests.pages.conftest import member, signed_in
 from tests.tenants.test_webhooks import create_endpoint
@@ -254,6 +255,40 @@ def test_failures_throughout_24_hours_still_disable_the_endpoint(tenant, admin_a
         webhook_delivery_attempt(delivery_id=delivery.pk)
     row = WebhookEndpoint.objects.get(pk=endpoint["id"])
     assert not row.enabled and "24 hours" in row.disabled_reason
+
+
+def test_a_delivery_caught_by_its_endpoints_automatic_disable_is_held_and_sent_once_re_enabled(
+        tenant, admin_api, knobs, django_capture_on_commit_callbacks):
+    """Two alerts of one batch: the first one's failure disables the endpoint (24 hours of failures), and the
+    second must not be dropped unsent: it waits, uses no attempt, and goes out when the endpoint is enabled."""
+    with WebhookReceiver(statuses=[500]) as receiver:
+        endpoint = create_endpoint(admin_api, receiver.url)
+        WebhookEndpoint.objects.filter(pk=endpoint["id"]).update(
+            failing_since=timezone.now() - datetime.timedelta(hours=25),
+            last_failed_at=timezone.now() - datetime.timedelta(hours=1))
+        with django_capture_on_commit_callbacks(execute=False):
+            threshold = pending_delivery(tenant, {"level": "threshold"})
+            exceeded = pending_delivery(tenant, {"level": "exceeded"})
+        webhook_delivery_attempt(delivery_id=threshold.pk)
+        assert not WebhookEndpoint.objects.get(pk=endpoint["id"]).enabled
+        assert webhook_delivery_attempt(delivery_id=exceeded.pk) is None
+        held = WebhookDelivery.objects.get(pk=exceeded.pk)
+        assert (held.status, held.attempts, held.last_error) == ("pending", 0, HELD_ERROR)
+        assert exceeded.pk not in webhook_deliveries_due()
+        assert len(receiver.requests) == 1
+
+        with django_capture_on_commit_callbacks(execute=False) as enqueued:
+            assert admin_api.patch(f"/v1/webhooks/{endpoint['id']}", {"enabled": True},
+                                   format="json").status_code == 200
+        # Re-enabling queues the held one at once (the retry scan would also find it, now that it is due);
+        # the worker's attempts are made here.
+        assert len(enqueued) == 1 and exceeded.pk in webhook_deliveries_due()
+        webhook_delivery_attempt(delivery_id=exceeded.pk)
+        assert WebhookDelivery.objects.get(pk=exceeded.pk).status == "succeeded"
+        webhook_delivery_attempt(delivery_id=threshold.pk)
+    assert WebhookDelivery.objects.get(pk=threshold.pk).status == "succeeded"
+    sent = [json.loads(r["body"])["data"]["level"] for r in receiver.requests]
+    assert sorted(sent) == ["exceeded", "threshold", "threshold"]
 
 
 def test_a_delivery_whose_host_does_not_resolve_now_is_retried_not_failed(tenant, admin_api, knobs, settings,

@@ -84,9 +84,9 @@ def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
             cutoff = now - datetime.timedelta(days=tenant.retention_days)
             started = time.monotonic()
             if dry_run:
-                deleted = _expired_events(tenant, cutoff).count()
+                deleted = expired_events(tenant, cutoff).count()
             else:
-                deleted = _delete_expired_events(tenant, cutoff, batch_size=batch_size, pause_ratio=pause_ratio,
+                deleted = _deleteexpired_events(tenant, cutoff, batch_size=batch_size, pause_ratio=pause_ratio,
                                                  refresh=refresh, progress=progress)
             deliveries = _delete_old_deliveries(tenant, cutoff, batch_size=batch_size, dry_run=dry_run,
                                                 refresh=refresh)
@@ -107,7 +107,8 @@ def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
     return run
 
 
-def _expired_events(tenant: Tenant, cutoff: datetime.datetime):
+def expired_events(tenant: Tenant, cutoff: datetime.datetime):
+    """The events a purge at `cutoff` deletes for `tenant`."""
     # An event not yet recorded is never purged: its spend must reach the roll-ups first. Neither is one set aside
     # (quarantined): it is kept until it is retried (manage.py quarantined_events --retry) and counted.
     return UsageEvent.objects.filter(tenant=tenant, timestamp__lt=cutoff, recorded_at__isnull=False, record_error="")
@@ -138,7 +139,7 @@ def _delete_batch(tenant: Tenant, cutoff: datetime.datetime, after: tuple, batch
             cursor.execute(PG_DELETE_BATCH, [tenant.pk, cutoff, after[0], after[1], batch_size])
             row = cursor.fetchone()
         return (row[2], (row[0], row[1])) if row else (0, after)
-    batch = _expired_events(tenant, cutoff).filter(Q(timestamp__gt=after[0]) | Q(timestamp=after[0], id__gt=after[1]))
+    batch = expired_events(tenant, cutoff).filter(Q(timestamp__gt=after[0]) | Q(timestamp=after[0], id__gt=after[1]))
     keys = list(batch.order_by("timestamp", "id").values_list("timestamp", "id")[:batch_size])
     if not keys:
         return 0, after
@@ -147,7 +148,7 @@ def _delete_batch(tenant: Tenant, cutoff: datetime.datetime, after: tuple, batch
     return count, keys[-1]
 
 
-def _delete_expired_events(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int, pause_ratio: float,
+def _deleteexpired_events(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int, pause_ratio: float,
                            refresh: Callable[[], None], progress: Callable[[str], None] | None) -> int:
     """Walks the (tenant, timestamp, id) index in key order, so each batch starts where the last one ended
     instead of stepping over the index entries of rows already deleted."""

@@ -21,6 +21,9 @@ class Command(BaseCommand):
                                f"`createtenant`.") from None
         if not name.strip():
             raise CommandError("--name must not be empty.")
+        limit = ApiKey._meta.get_field("name").max_length
+        if len(name.strip()) > limit:
+            raise CommandError(f"--name must be at most {limit} characters (got {len(name.strip())}).")
         key, raw = api_key_create(tenant=tenant_obj, name=name, scope=scope)
         self.stderr.write(f"Created {scope} key {key.prefix}… for {tenant_obj.name}. Store it now: it is not "
                           f"shown again.")

@@ -2,9 +2,22 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.utils.text import slugify
 
 from agentwatch_site.errors import ApiError
+from tenants.models import Tenant
 from tenants.services import tenant_create, user_create_owner
+
+SLUG_MAX = 50  # what tenant_create keeps of a slug
+
+
+def _checked(model, field_name: str, value: str, option: str) -> None:
+    """The field's own rules (length, characters), as a one-line error instead of a database traceback."""
+    try:
+        model._meta.get_field(field_name).clean(value, None)
+    except ValidationError as exc:
+        raise CommandError(f"{option}: {' '.join(exc.messages)}") from None
 
 
 class Command(BaseCommand):
@@ -23,10 +36,18 @@ class Command(BaseCommand):
     def handle(self, *args, name, slug, admin_username, admin_password, admin_email, **options):
         if not name.strip():
             raise CommandError("Tenant name must not be empty.")
+        _checked(Tenant, "name", name, "name")
+        if slug is not None and (slugify(slug) != slug or not 0 < len(slug) <= SLUG_MAX):
+            raise CommandError(f"--slug {slug[:80]!r} is not a slug: up to {SLUG_MAX} lower-case letters, digits and "
+                               f"hyphens, e.g. {slugify(slug)[:SLUG_MAX] or 'acme-inc'!r}.")
         if bool(admin_username) != bool(admin_password):
             raise CommandError("--admin-username and --admin-password go together.")
         existing_user = None
         if admin_username:
+            user_model = get_user_model()
+            _checked(user_model, user_model.USERNAME_FIELD, admin_username, "--admin-username")
+            if admin_email:
+                _checked(user_model, "email", admin_email, "--admin-email")
             existing_user = get_user_model().objects.filter(username=admin_username).first()
             if existing_user is None:
                 try:
@@ -34,12 +55,16 @@ class Command(BaseCommand):
                                                                             email=admin_email))
                 except ValidationError as exc:
                     raise CommandError(f"--admin-password is too weak: {' '.join(exc.messages)}") from None
-        try:
-            tenant = tenant_create(name=name, slug=slug)
-        except ApiError as exc:
-            raise CommandError(exc.message) from None
+        # The tenant and its owner together: a failure leaves no tenant without one.
+        with transaction.atomic():
+            try:
+                tenant = tenant_create(name=name, slug=slug)
+            except ApiError as exc:
+                raise CommandError(exc.message) from None
+            if admin_username:
+                user_create_owner(tenant=tenant, username=admin_username, password=admin_password,
+                                  email=admin_email)
         if admin_username:
-            user_create_owner(tenant=tenant, username=admin_username, password=admin_password, email=admin_email)
             if existing_user is None:
                 self.stderr.write(f"Owner {admin_username!r} can sign in to tenant {tenant.name!r}.")
             else:
