@@ -3,6 +3,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -91,7 +92,9 @@ def handler403(request, exception=None):
     if is_api_path(request.path):
         return json_error(status=403, type="permission_error", code="permission_denied",
                           message="You do not have permission to do this.")
-    return render(request, "403.html", status=403)
+    # The reason a dashboard view gave (tenants.views.member_required), else the general one.
+    reason = str(exception) if isinstance(exception, PermissionDenied) and str(exception) else ""
+    return render(request, "403.html", {"reason": reason}, status=403)
 
 
 def handler400(request, exception=None):

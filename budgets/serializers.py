@@ -5,7 +5,7 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from agentwatch_site.serializers import StrictBooleanField, StrictCharField
-from agentwatch_site.text import CONTROL_CHARACTERS
+from agentwatch_site.text import CONTROL_CHARACTERS, shows_nothing
 
 MAX_MONTHLY_BUDGET_USD = Decimal("10000000")
 DEFAULT_ALERT_THRESHOLD_PCT = 80
@@ -32,6 +32,8 @@ class BudgetInputSerializer(serializers.Serializer):
     def validate_team(self, value: str) -> str:
         if CONTROL_CHARACTERS.search(value):
             raise serializers.ValidationError("Must not contain control characters.")
+        if shows_nothing(value):
+            raise serializers.ValidationError("Must contain a visible character.")
         return value
 
     def validate_monthly_budget_usd(self, value: Decimal) -> Decimal:

@@ -108,9 +108,9 @@ def member_required(view=None, *, owner_only: bool = False):
             if page_tenant and page_tenant != str(request.tenant.pk):
                 return _stale_tenant_response(request, page_tenant)
             if owner_only and request.membership.role != Membership.Role.OWNER:
-                raise PermissionDenied
+                raise PermissionDenied("Only an owner of this organisation can do this. Ask an owner.")
             if request.method not in SAFE_METHODS and not request.membership.can_write:
-                raise PermissionDenied
+                raise PermissionDenied("Viewers can see everything here but change nothing. Ask an owner or admin.")
             return func(request, *args, **kwargs)
 
         return vary_on_headers("HX-Request", "HX-History-Restore-Request")(wrapper)
@@ -259,11 +259,21 @@ def member_role(request, membership_id: int):
             membership_change_role(membership=membership, role=form.cleaned_data["role"])
         except ApiError as exc:
             error, status = exc.message, 409
+    if error is None and membership.user_id == request.user.pk and membership.role != Membership.Role.OWNER:
+        return _left_members_page(request, "You are no longer an owner of this organisation.")
     if request.htmx:
         return render(request, "tenants/_members_panel.html", _members_context(request, error=error), status=status)
     if error:
         messages.error(request, error)
     return redirect("members")
+
+
+def _left_members_page(request, message: str):
+    """The owner changed their own membership: Members (owner-only) is no longer theirs to see."""
+    messages.info(request, message)
+    if request.htmx:
+        return HttpResponseClientRedirect("/")
+    return redirect("/")
 
 
 @member_required(owner_only=True)
@@ -275,6 +285,8 @@ def member_remove(request, membership_id: int):
         membership_remove(membership=membership)
     except ApiError as exc:
         error, status = exc.message, 409
+    if error is None and membership.user_id == request.user.pk:
+        return _left_members_page(request, f"You left {request.tenant.name}.")
     if request.htmx:
         return render(request, "tenants/_members_panel.html", _members_context(request, error=error), status=status)
     if error:

@@ -225,6 +225,8 @@ def test_budget_check_without_team_is_a_400(admin_api):
     ("team", "x" * 101),
     ("team", "tab\there"),
     ("team", "bell\x07"),
+    ("team", "\u200b"),  # a zero-width space alone: a budget row with a blank name
+    ("team", " \ufeff\u200d "),
     ("team", 42),
     ("monthly_budget_usd", 0),
     ("monthly_budget_usd", -5),

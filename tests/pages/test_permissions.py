@@ -48,6 +48,8 @@ def test_viewer_writes_get_the_403_page_and_change_nothing(viewer_client, object
     response = viewer_client.post(url.format(**objects), data)
     assert response.status_code == 403
     assert b"Not allowed" in response.content
+    reason = b"Only an owner" if url == "/settings/members/" else b"Viewers can see everything here but change nothing"
+    assert reason in response.content
     assert BudgetAuditLog.objects.count() == audit_before
     assert ApiKey.objects.filter(tenant=tenant).count() == 1
     assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
@@ -89,3 +91,10 @@ def test_another_tenants_objects_are_not_found(other_tenant, objects, method, ur
     assert response.status_code == 404
     assert ApiKey.objects.get(pk=objects["key"]).revoked_at is None
     assert WebhookEndpoint.objects.filter(pk=objects["endpoint"]).exists()
+
+
+def test_an_admin_on_the_owner_only_members_page_is_told_only_an_owner_can(admin_client):
+    response = admin_client.get("/settings/members/")
+    assert response.status_code == 403
+    assert b"Only an owner of this organisation can do this. Ask an owner." in response.content
+    assert b"Ask an owner or admin" not in response.content

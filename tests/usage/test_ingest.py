@@ -104,6 +104,8 @@ def test_team_names_are_case_insensitive_and_created_on_first_sight(tenant, tele
     ({"model": "m", "session_id": "s" * 201}, "session_id", "at most 200"),
     ({"model": "m", "event_id": "e" * 101}, "event_id", "at most 100"),
     ({"model": "m", "team": "a\x00b"}, "team", "control"),
+    ({"model": "m", "team": "   "}, "team", "blank"),
+    ({"model": "m", "team": "\u200b"}, "team", "invisible"),
     ({"model": "m", "status": "maybe"}, "status", "'ok' or 'error'"),
     ({"model": "m", "metadata": [1]}, "metadata", "object"),
     ({"model": "m", "metadata": {"x": "y" * 5000}}, "metadata", "4096"),

@@ -411,3 +411,15 @@ def test_a_burst_of_posts_is_recorded_promptly(tenant, telemetry_api, recording)
         assert response.status_code == 202
     recording(timeout=5)  # no beat runs in the tests: a stranded event would never be recorded
     assert SessionState.objects.get(tenant=tenant).events == 40
+
+
+def test_an_event_is_listed_under_its_teams_spelling_as_it_is_counted(tenant, admin_api):
+    """Team names ignore case: an event sent as "Payments" for the team first seen as "payments" is counted
+    under "payments" in the roll-ups, and listed so too."""
+    ingest(tenant, [dict(SDK_EVENT, team="payments", event_id="first")])
+    events_record_pending()
+    ingest(tenant, [dict(SDK_EVENT, team="Payments", event_id="second")])
+    events_record_pending()
+    listed = {e["event_id"]: e["team"] for e in admin_api.get("/v1/usage/events").json()["results"]}
+    assert listed == {"first": "payments", "second": "payments"}
+    assert set(DailySpend.objects.filter(tenant=tenant).values_list("team_name", flat=True)) == {"payments"}

@@ -19,7 +19,7 @@ from django.db import transaction
 
 from agentwatch_site.errors import InvalidRequest, validation_error
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
-from agentwatch_site.text import CONTROL_CHARACTERS
+from agentwatch_site.text import CONTROL_CHARACTERS, shows_nothing
 from tenants.models import Team, Tenant
 from usage.models import UsageEvent
 from usage.services.bulk import CHUNK_ROWS, insert_rows
@@ -158,8 +158,8 @@ def validate_event(raw, *, path: str, errors: dict, now: datetime.datetime) -> d
         "event_id": check.text("event_id", max_length=100, printable=True),
         "timestamp": _parse_timestamp(check, now),
     }
-    if clean["team_name"] and not Team.clean_name(clean["team_name"]):
-        check.fail("team", "Must not be blank.")
+    if clean["team_name"] and shows_nothing(clean["team_name"]):
+        check.fail("team", "Must not be blank (or only invisible characters).")
     clean["team_name"] = Team.clean_name(clean["team_name"])
 
     risks = raw.get("identified_risks")

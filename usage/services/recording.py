@@ -98,6 +98,10 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE, event_ids: list[int
             if not events:
                 return result
         update_rows(UsageEvent, ["recorded_at", "cost_usd", "priced_by", "team"], events)
+        # An event sent with another spelling of its team's name ("Payments" for `payments`) is listed as counted.
+        respelled = [e for e in events if e.team_name != e.sent_team_name]
+        if respelled:
+            update_rows(UsageEvent, ["team_name"], respelled)
         for tenant_id in order:
             _update_sessions(tenants[tenant_id], [e for e in by_tenant[tenant_id] if e.session_id], now=now,
                              result=result)
@@ -218,6 +222,7 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
             result.quarantined.append(event.pk)
             continue
         event.recorded_at = now
+        event.sent_team_name = event.team_name
         if event.team_name:
             team = teams[Team.clean_name(event.team_name).lower()]
             event.team = team
