@@ -1,6 +1,6 @@
 """Serializer pieces shared by every app's API."""
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
@@ -14,6 +14,7 @@ class MoneyField(serializers.DecimalField):
 
     def __init__(self, *, decimal_places: int = 10, **kwargs):
         kwargs.setdefault("coerce_to_string", False)
+        kwargs.setdefault("rounding", ROUND_HALF_UP)  # as every other rounding of money here (money.quantize)
         super().__init__(max_digits=None, decimal_places=decimal_places, **kwargs)
 
     def quantize(self, value):

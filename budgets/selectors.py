@@ -14,9 +14,9 @@ from agentwatch_site.db import fetch_one
 from agentwatch_site.money import MONEY_CONTEXT, quantize
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from tenants.models import Team, Tenant
-from usage.models import DailySpend, MonthlyTeamSpend, SessionState
+from usage.models import MONEY_TOTAL, DailySpend, MonthlyTeamSpend, SessionState
 
-SPEND_FIELD = DecimalField(max_digits=20, decimal_places=10)
+SPEND_FIELD = DecimalField(**MONEY_TOTAL)
 ZERO = Decimal("0")
 
 
@@ -119,7 +119,7 @@ def _decimal(value, places: str) -> Decimal | None:
     """A money value from a raw cursor: Decimal on PostgreSQL, float or int on SQLite."""
     if value is None or isinstance(value, Decimal):
         return value
-    return Decimal(repr(value)).quantize(Decimal(places))
+    return quantize(Decimal(repr(value)), Decimal(places))
 
 
 @functools.cache

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 EVENT_TYPES = tuple(WebhookEndpoint.EventType.values)
 TEST_EVENT = "test"
 HELD_ERROR = "held: the endpoint is disabled; sent when it is enabled again"
+# A delivery held longer than this is given up when its endpoint is enabled again (a month-old alert is noise).
+HELD_AT_MOST = datetime.timedelta(days=7)
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT = "AgentWatch-Webhooks/1.0"
 # An endpoint whose deliveries have failed (with no success in between) for this long is disabled.
@@ -203,10 +205,14 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookE
         endpoint.enabled = changes["enabled"]
     endpoint.save()
     if released:
-        # Deliveries held while it was disabled go out now (the retry scan would find them within a minute).
-        for delivery_id in WebhookDelivery.objects.filter(
-                endpoint=endpoint, status=WebhookDelivery.Status.PENDING, next_attempt_at__isnull=True,
-        ).values_list("pk", flat=True):
+        # Deliveries held while it was disabled go out now (the retry scan would find them within a minute),
+        # unless they are too old to still mean anything: those are given up.
+        held = WebhookDelivery.objects.filter(endpoint=endpoint, status=WebhookDelivery.Status.PENDING,
+                                              next_attempt_at__isnull=True)
+        stale = held.filter(created_at__lt=timezone.now() - HELD_AT_MOST)
+        stale.update(status=WebhookDelivery.Status.FAILED, last_error=(
+            f"not sent: held for more than {HELD_AT_MOST.days} days while the endpoint was disabled"))
+        for delivery_id in held.values_list("pk", flat=True):
             _enqueue_after_commit(delivery_id)
     return endpoint
 
@@ -434,7 +440,9 @@ def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = Non
         return None
     # A test event gets one attempt, wherever it is retried from.
     used_up = Q(attempts__gte=max_attempts) | Q(event_type=TEST_EVENT, attempts__gte=1)
-    claimed = due.exclude(used_up).update(attempts=F("attempts") + 1, next_attempt_at=lease)
+    # Still enabled at the claim (it may be disabled since the hold check above: then the next scan holds it).
+    claimed = due.exclude(used_up).filter(Q(endpoint__enabled=True) | Q(event_type=TEST_EVENT)).update(
+        attempts=F("attempts") + 1, next_attempt_at=lease)
     if not claimed:
         # Its last attempt never finished (the worker died or was killed at its time limit): no attempt is left.
         if due.filter(used_up).update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None,

@@ -148,6 +148,8 @@ def subprocess_env(**extra) -> dict:
         "ALLOWED_HOSTS": "*",
         "WEBHOOK_ALLOW_PRIVATE": "1",
         "PYTHONUNBUFFERED": "1",
+        # Workers are ready once they log "ready." (INFO), whatever LOG_LEVEL the shell running the tests has.
+        "LOG_LEVEL": "INFO",
     })
     env.update({k: str(v) for k, v in extra.items()})
     return env

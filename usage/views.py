@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentwatch_site.errors import ApiError
 from agentwatch_site.pagination import decode_cursor, encode_cursor, keyset_page_or_first
+from budgets.selectors import pct_used
 from tenants.selectors import get_for_tenant_or_404, team_list
 from tenants.services import tenant_settings_update
 from tenants.views import member_required, render_page
@@ -29,6 +30,10 @@ from usage.services.retention import expired_events
 
 ACTIVITY_PAGE_SIZE = 50
 LIVE_MAX_ROWS = 100
+# More new events than this waiting: the live list jumps to the newest (see activity_live).
+LIVE_BACKLOG_MAX = 3 * LIVE_MAX_ROWS
+LIVE_PENDING_MAX = 50
+_EVENT_PK = re.compile(r"[0-9]{1,18}")
 SESSIONS_PAGE_SIZE = 50
 ANOMALIES_PAGE_SIZE = 50
 SESSION_EVENTS_SHOWN = 25
@@ -94,7 +99,8 @@ def activity(request):
         "errors": errors,
         "filter_query": _query(filters),
         "next_query": _query(filters, cursor=page.next_cursor) if page.next_cursor else None,
-        "live_query": _query(filters, after=_live_mark(page.items)) if page.first else None,
+        "live_query": _live_query(filters, after=_live_mark(page.items), pending=_pending_rows(page.items),
+                                  empty=not page.items) if page.first else None,
         "is_filtered": bool(filters),
         "date_inputs": {name: "text" if filters.get(name) and not _PLAIN_DATE.match(filters[name]) else "date"
                         for name in ("from", "to")},
@@ -123,13 +129,15 @@ def event_detail(request, event_pk: int):
 @member_required
 @require_GET
 def activity_live(request):
-    """Polled every few seconds by the Activity page: the events (matching its filters) newer than the newest
-    one it shows, prepended out of band, and the poller with the new high-water mark. More than LIVE_MAX_ROWS
-    new events arrive over several polls, oldest first, so none is skipped. An event whose own timestamp is older
-    than the mark (a late or skewed client clock) appears on the next full load instead.
+    """Polled every few seconds by the Activity page. Its URL carries the page's state: `after`, the newest event
+    shown; `pending`, the oldest rows shown still waiting for a worker (at most LIVE_PENDING_MAX); `empty`, the
+    list shows the "no events" message. The answer, out of band: the events newer than the mark (matching the
+    filters), oldest first, LIVE_MAX_ROWS per poll, so a burst arrives over a few polls with none skipped; the
+    pending rows priced since, to replace theirs; and the poller with the new state.
 
-    The page sends the ids of its rows still waiting for a worker (`pending`): those recorded since come back
-    too, to replace their rows."""
+    A backlog too big to catch up with (a busy tenant, a tab left in the background) is not walked through: the
+    newest rows are shown after a note that some were skipped. An event whose own timestamp is older than the
+    mark (a late or skewed client clock) appears on the next full load instead."""
     filters = _filters(request)
     mark = request.GET.get("after", "")
     events, errors = _events_or_errors(request, filters)
@@ -137,15 +145,39 @@ def activity_live(request):
         timestamp, event_id = decode_cursor(mark, model=UsageEvent, order=LIVE_ORDER)
     except ApiError:
         errors = errors or {"after": ["invalid"]}
-    rows = [] if errors else list(reversed(
-        events.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=event_id))
-        .order_by(*LIVE_ORDER)[:LIVE_MAX_ROWS]))
-    pending = [int(pk) for pk in request.GET.getlist("pending")[:LIVE_MAX_ROWS] if pk.isdigit() and len(pk) < 19]
-    priced = list(UsageEvent.objects.for_tenant(request.tenant)
-                  .filter(pk__in=pending, recorded_at__isnull=False)) if pending else []
-    context = {"events": rows, "priced": priced, "new": True,
-               "live_query": _query(filters, after=_live_mark(rows) if rows else mark)}
+    rows, gap = [], False
+    if not errors:
+        waiting = events.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=event_id))
+        rows = list(reversed(waiting.order_by(*LIVE_ORDER)[:LIVE_MAX_ROWS]))
+        if len(rows) == LIVE_MAX_ROWS and waiting.order_by(*LIVE_ORDER)[LIVE_BACKLOG_MAX:].exists():
+            rows, gap = list(waiting[:LIVE_MAX_ROWS]), True  # the newest ones, newest first
+    pending = _pending_ids(request.GET.get("pending", ""))
+    priced = list(UsageEvent.objects.for_tenant(request.tenant).filter(pk__in=pending, recorded_at__isnull=False)
+                  .order_by("id")) if pending else []
+    done = {event.pk for event in priced}
+    still_pending = [pk for pk in pending if pk not in done] + _pending_rows(rows)
+    was_empty = request.GET.get("empty") == "1"
+    context = {
+        "events": rows, "gap": gap, "priced": priced, "new": True, "was_empty": was_empty,
+        "live_query": _live_query(filters, after=_live_mark(rows) if rows else mark, pending=still_pending,
+                                  empty=was_empty and not rows),
+    }
     return render(request, "usage/_activity_live.html", context)
+
+
+def _pending_rows(rows) -> list[int]:
+    return [event.pk for event in rows if event.cost_usd is None and not event.record_error]
+
+
+def _pending_ids(value: str) -> list[int]:
+    """The `pending` ids a poll sent back (digits only: anything else is dropped, never an error)."""
+    return [int(pk) for pk in value.split(",")[:LIVE_PENDING_MAX] if _EVENT_PK.fullmatch(pk)]
+
+
+def _live_query(filters: dict, *, after: str, pending: list[int], empty: bool) -> str:
+    """The live poll's URL state (see activity_live); the oldest pending rows are the first a worker prices."""
+    return _query(filters, after=after, pending=",".join(str(pk) for pk in sorted(set(pending))[:LIVE_PENDING_MAX]),
+                  empty="1" if empty else None)
 
 
 CSV_COLUMNS = ("timestamp", "event_id", "team", "project", "session_id", "iteration_index", "model", "provider",
@@ -203,7 +235,7 @@ def sessions(request):
     page = keyset_page_or_first(rows, order=SESSION_ORDER, cursor=request.GET.get("cursor") or None,
                                 limit=SESSIONS_PAGE_SIZE)
     for state in page.items:
-        state.pct_of_limit = (state.spent_usd / state.last_limit_usd * 100) if state.last_limit_usd else None
+        state.pct_of_limit = pct_used(state.spent_usd, state.last_limit_usd) if state.last_limit_usd else None
         state.bar_pct = min(Decimal("100"), state.pct_of_limit) if state.pct_of_limit is not None else None
     context = {
         "active_nav": "sessions", "sessions": page.items, "filters": filters, "over_limit": over_limit,
@@ -233,7 +265,10 @@ def session_detail(request, session_id: str):
     state = SessionState.objects.for_tenant(tenant).select_related("team").filter(session_id=session_id).first()
     iterations = session_iterations(tenant=tenant, session_id=session_id,
                                     since=state.first_seen if state is not None else None)
-    events = list(event_list(tenant=tenant, filters={"session_id": session_id})[:SESSION_EVENTS_SHOWN])
+    events = event_list(tenant=tenant, filters={"session_id": session_id})
+    if state is not None:
+        events = events.filter(received_at__gte=state.first_seen)  # its current lifetime, as its totals
+    events = list(events[:SESSION_EVENTS_SHOWN])
     if state is None and not events:
         raise Http404("No such session.")
     anomalies = list(anomaly_list(tenant=tenant, session_id=session_id).order_by("-last_seen"))
@@ -252,7 +287,7 @@ def session_detail(request, session_id: str):
         "events": events, "anomalies": anomalies, "loop_iterations": sorted(loop_iterations),
         "chart": session_token_chart(iterations, loop_iterations=loop_iterations),
         "spent": state.spent_usd if state else total_spend,
-        "pct_of_limit": (state.spent_usd / state.last_limit_usd * 100) if state and state.last_limit_usd else None,
+        "pct_of_limit": pct_used(state.spent_usd, state.last_limit_usd) if state and state.last_limit_usd else None,
         "expired": bool(state and state.expires_at <= timezone.now()),
         "events_query": _query({"session_id": session_id}),
         "recent_iterations": list(reversed(iterations[-30:])),

@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from agentwatch_site.migration_ops import short_lock_wait
+
 
 class Migration(migrations.Migration):
 
@@ -9,7 +11,10 @@ class Migration(migrations.Migration):
         ('budgets', '0001_initial'),
     ]
 
+    # Wider numerics of the same scale: PostgreSQL changes the catalogue only (no table rewrite), under a brief
+    # exclusive lock on each table.
     operations = [
+        short_lock_wait(),
         migrations.AlterField(
             model_name='budgetalert',
             name='spend_usd',

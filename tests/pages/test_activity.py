@@ -4,7 +4,9 @@ import csv
 import datetime
 import io
 import re
+from urllib.parse import quote
 
+import pytest
 from django.utils import timezone
 
 from .data import event, record
@@ -128,8 +130,8 @@ def test_a_burst_larger_than_one_poll_arrives_over_several_polls_with_none_skipp
     for _ in range(3):
         response = owner_client.get(live_url, **htmx()).content.decode()
         batches.append([int(pk) for pk in re.findall(r'<details class="evt is-new" id="evt-(\d+)"', response)])
-        # The page's empty-state message goes with the first rows.
-        assert ('<p id="no-events" hx-swap-oob="delete"></p>' in response) == bool(batches[-1])
+        # The page's empty-state message goes with the first rows (and is not asked for again).
+        assert ('<p id="no-events" hx-swap-oob="delete"></p>' in response) == (len(batches) == 1)
         live_url = _live_url(response)
     # Oldest first across polls, each poll's rows newest first as they are prepended: nothing skipped.
     assert batches == [oldest_first[:LIVE_MAX_ROWS][::-1], oldest_first[LIVE_MAX_ROWS:][::-1], []]
@@ -143,16 +145,38 @@ def test_a_pending_row_is_replaced_once_a_worker_prices_it(owner_client, tenant,
     event_batch_ingest(tenant=tenant, events=parse_ingest_body({"events": [event(event_id="slow")]}, now=now),
                        received_at=now)
     pk = UsageEvent.objects.get(event_id="slow").pk
-    html = owner_client.get("/activity/").content.decode()
-    assert f'<input type="hidden" class="pending-event" name="pending" value="{pk}">' in html
-    assert 'hx-include=".pending-event"' in html
-    live_url = _live_url(html)
-    # Still pending: nothing to replace.
-    assert f'id="evt-{pk}"' not in owner_client.get(f"{live_url}&pending={pk}", **htmx()).content.decode()
+    live_url = _live_url(owner_client.get("/activity/").content.decode())
+    assert f"pending={pk}" in live_url  # the page's poll carries the rows it shows as pending
+    # Still pending: nothing to replace, and the poll keeps asking.
+    response = owner_client.get(live_url, **htmx()).content.decode()
+    assert f'id="evt-{pk}"' not in response and f"pending={pk}" in _live_url(response)
     record(tenant, [])
-    response = owner_client.get(f"{live_url}&pending={pk}&pending=999999999&pending=x", **htmx()).content.decode()
+    response = owner_client.get(_live_url(response), **htmx()).content.decode()
     row = re.search(rf'<details class="evt" id="evt-{pk}" hx-swap-oob="true">.*?</details>', response, re.S).group()
     assert "pending" not in row and "$0.0036" in row
+    assert "pending=" not in _live_url(response)
+
+
+@pytest.mark.parametrize("junk", ["\u00b2", "x", "1" * 40, "-1", ",,", "9" * 18])
+def test_odd_pending_values_are_ignored_never_an_error(owner_client, tenant, htmx, junk):
+    live_url = _live_url(owner_client.get("/activity/").content.decode())
+    response = owner_client.get(f"{live_url}&pending={quote(junk)}", **htmx())
+    assert response.status_code == 200 and b'id="activity-poller"' in response.content
+
+
+def test_a_backlog_too_big_to_follow_jumps_to_the_newest_rows_and_says_so(owner_client, tenant, htmx):
+    from usage.models import UsageEvent
+    from usage.views import LIVE_BACKLOG_MAX, LIVE_MAX_ROWS
+
+    live_url = _live_url(owner_client.get("/activity/").content.decode())
+    start = timezone.now() - datetime.timedelta(minutes=10)  # after the page's mark, none in the future
+    record(tenant, [event(event_id=f"n{i:04d}", timestamp=start + datetime.timedelta(seconds=i))
+                    for i in range(LIVE_BACKLOG_MAX + LIVE_MAX_ROWS + 1)])
+    response = owner_client.get(live_url, **htmx()).content.decode()
+    shown = [int(pk) for pk in re.findall(r'<details class="evt is-new" id="evt-(\d+)"', response)]
+    newest = list(UsageEvent.objects.order_by("-timestamp").values_list("pk", flat=True)[:LIVE_MAX_ROWS])
+    assert shown == newest and "some are not shown" in response
+    assert '<details class="evt' not in owner_client.get(_live_url(response), **htmx()).content.decode()
 
 
 def test_live_refresh_replaces_no_other_tenants_row(owner_client, tenant, other_tenant, htmx):

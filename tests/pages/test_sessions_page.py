@@ -108,3 +108,24 @@ def test_the_sessions_filter_form_shows_the_filters_of_the_url(owner_client, ten
     assert 'name="flagged" value="1" >' in cleared and 'name="project" value=""' in cleared
     unknown = owner_client.get("/sessions/?team=nope").content.decode()
     assert '<option value="nope" selected>nope (no such team)</option>' in unknown
+
+
+def test_a_reused_session_id_shows_only_its_current_run(owner_client, tenant):
+    """After 24 hours idle the same id starts from zero: its page shows that run's events and iterations only."""
+    import datetime
+
+    import time_machine
+    from django.utils import timezone
+
+    with time_machine.travel(timezone.now() - datetime.timedelta(hours=30), tick=False):
+        record(tenant, [event(session_id="nightly", iteration_index=i, model=f"yesterday-{i}") for i in (1, 2, 3)])
+    record(tenant, [event(session_id="nightly", iteration_index=1, model="today-1")])
+    page = owner_client.get("/sessions/nightly/").content.decode()
+    assert "today-1" in page and "yesterday-" not in page
+
+
+def test_a_session_just_under_its_limit_does_not_show_100_percent(owner_client, tenant):
+    record(tenant, [event(session_id="near", iteration_index=1)])
+    SessionState.objects.filter(session_id="near").update(spent_usd=Decimal("0.996"), last_limit_usd=Decimal("1"))
+    page = owner_client.get("/sessions/near/").content.decode()
+    assert "· 99.60%" in page and "100%" not in page

@@ -291,6 +291,28 @@ def test_a_delivery_caught_by_its_endpoints_automatic_disable_is_held_and_sent_o
     assert sorted(sent) == ["exceeded", "threshold", "threshold"]
 
 
+def test_a_delivery_held_for_more_than_a_week_is_given_up_not_sent_on_re_enable(
+        tenant, admin_api, knobs, django_capture_on_commit_callbacks):
+    with WebhookReceiver() as receiver:
+        endpoint = create_endpoint(admin_api, receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            old = pending_delivery(tenant, {"level": "old"})
+            recent = pending_delivery(tenant, {"level": "recent"})
+        WebhookEndpoint.objects.filter(pk=endpoint["id"]).update(enabled=False, disabled_reason="by the tenant")
+        for delivery in (old, recent):
+            assert webhook_delivery_attempt(delivery_id=delivery.pk) is None  # held
+        WebhookDelivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - datetime.timedelta(days=8))
+        with django_capture_on_commit_callbacks(execute=False) as enqueued:
+            assert admin_api.patch(f"/v1/webhooks/{endpoint['id']}", {"enabled": True},
+                                   format="json").status_code == 200
+        assert len(enqueued) == 1
+        webhook_delivery_attempt(delivery_id=recent.pk)
+        assert webhook_delivery_attempt(delivery_id=old.pk) is None
+    given_up = WebhookDelivery.objects.get(pk=old.pk)
+    assert given_up.status == "failed" and "more than 7 days" in given_up.last_error and given_up.attempts == 0
+    assert [json.loads(r["body"])["data"]["level"] for r in receiver.requests] == ["recent"]
+
+
 def test_a_delivery_whose_host_does_not_resolve_now_is_retried_not_failed(tenant, admin_api, knobs, settings,
                                                                           django_capture_on_commit_callbacks):
     """A DNS outage at the receiver's side passes: the delivery waits for its next attempt (the URL was checked

@@ -3,6 +3,8 @@
 from decimal import Decimal
 from django.db import migrations, models
 
+from agentwatch_site.migration_ops import short_lock_wait
+
 
 class Migration(migrations.Migration):
 
@@ -10,7 +12,10 @@ class Migration(migrations.Migration):
         ('usage', '0008_trim_team_names'),
     ]
 
+    # Wider numerics of the same scale: PostgreSQL changes the catalogue only (no table rewrite), under a brief
+    # exclusive lock on each table.
     operations = [
+        short_lock_wait(),
         migrations.AlterField(
             model_name='dailyspend',
             name='cost_usd',

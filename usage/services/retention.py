@@ -86,7 +86,7 @@ def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,
             if dry_run:
                 deleted = expired_events(tenant, cutoff).count()
             else:
-                deleted = _deleteexpired_events(tenant, cutoff, batch_size=batch_size, pause_ratio=pause_ratio,
+                deleted = _delete_expired_events(tenant, cutoff, batch_size=batch_size, pause_ratio=pause_ratio,
                                                  refresh=refresh, progress=progress)
             deliveries = _delete_old_deliveries(tenant, cutoff, batch_size=batch_size, dry_run=dry_run,
                                                 refresh=refresh)
@@ -148,7 +148,7 @@ def _delete_batch(tenant: Tenant, cutoff: datetime.datetime, after: tuple, batch
     return count, keys[-1]
 
 
-def _deleteexpired_events(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int, pause_ratio: float,
+def _delete_expired_events(tenant: Tenant, cutoff: datetime.datetime, *, batch_size: int, pause_ratio: float,
                            refresh: Callable[[], None], progress: Callable[[str], None] | None) -> int:
     """Walks the (tenant, timestamp, id) index in key order, so each batch starts where the last one ended
     instead of stepping over the index entries of rows already deleted."""

@@ -36,7 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args, name, slug, admin_username, admin_password, admin_email, **options):
         if not name.strip():
             raise CommandError("Tenant name must not be empty.")
-        _checked(Tenant, "name", name, "name")
+        _checked(Tenant, "name", name.strip(), "name")
         if slug is not None and (slugify(slug) != slug or not 0 < len(slug) <= SLUG_MAX):
             raise CommandError(f"--slug {slug[:80]!r} is not a slug: up to {SLUG_MAX} lower-case letters, digits and "
                                f"hyphens, e.g. {slugify(slug)[:SLUG_MAX] or 'acme-inc'!r}.")
