@@ -89,8 +89,9 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE, event_ids: list[int
             by_tenant[event.tenant_id].append(event)
         tenants = Tenant.objects.in_bulk(list(by_tenant))
         order = sorted(by_tenant)
+        respelled: list[UsageEvent] = []
         for tenant_id in order:
-            _price(tenants[tenant_id], by_tenant[tenant_id], now=now, result=result)
+            respelled += _price(tenants[tenant_id], by_tenant[tenant_id], now=now, result=result)
         if result.quarantined:
             # Events whose cost cannot be stored are set aside here, and the rest of the batch is counted.
             events = [e for e in events if not e.record_error]
@@ -99,7 +100,6 @@ def events_record_pending(*, limit: int = RECORD_BATCH_SIZE, event_ids: list[int
                 return result
         update_rows(UsageEvent, ["recorded_at", "cost_usd", "priced_by", "team"], events)
         # An event sent with another spelling of its team's name ("Payments" for `payments`) is listed as counted.
-        respelled = [e for e in events if e.team_name != e.sent_team_name]
         if respelled:
             update_rows(UsageEvent, ["team_name"], respelled)
         for tenant_id in order:
@@ -208,8 +208,10 @@ def _walking_the_unrecorded_index():
         cursor.execute("SET LOCAL enable_bitmapscan TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT")
 
 
-def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResult) -> None:
+def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResult) -> list[UsageEvent]:
+    """Fix each event's cost and team; returns the events whose team name was re-spelled to the team's own."""
     teams = _resolve_teams(tenant, events)
+    respelled = []
     prices = price_table(tenant=tenant, models={e.model for e in events}) if tenant.cost_mode == "catalog" else {}
     for event in events:
         event.cost_usd, event.priced_by = event_cost(event, cost_mode=tenant.cost_mode, prices=prices)
@@ -222,13 +224,15 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
             result.quarantined.append(event.pk)
             continue
         event.recorded_at = now
-        event.sent_team_name = event.team_name
         if event.team_name:
             team = teams[Team.clean_name(event.team_name).lower()]
             event.team = team
-            event.team_name = team.name
+            if event.team_name != team.name:
+                event.team_name = team.name
+                respelled.append(event)
             if event.cost_usd:
                 result.teams_touched.add((tenant.pk, team.pk, month_start(tenant_day(tenant, event.timestamp))))
+    return respelled
 
 
 def _resolve_teams(tenant: Tenant, events: list[UsageEvent]) -> dict[str, Team]:
