@@ -1,7 +1,10 @@
 """gunicorn settings for production. Override with GUNICORN_* environment variables or CLI flags."""
 
+import json
 import multiprocessing
 import os
+
+from gunicorn import util
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -43,3 +46,35 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+# What gunicorn answers itself, before the request reaches Django (a request line or headers over the limits above,
+# a malformed request line, a bad chunked body): the API's error envelope instead of gunicorn's HTML page, so a
+# client reading `error.code` is never handed HTML. Every gunicorn worker class answers these through
+# util.write_error; the status and reason are gunicorn's own.
+_ERROR_CODES = {
+    400: ("invalid_request_error", "malformed_request", "The request could not be read as HTTP"),
+    403: ("permission_error", "forbidden", "The request was refused"),
+    414: ("invalid_request_error", "request_line_too_long",
+          f"The request line (method, path and query string) is over {limit_request_line} bytes"),
+    417: ("invalid_request_error", "expectation_failed", "The Expect header cannot be met"),
+    431: ("invalid_request_error", "headers_too_large",
+          f"Too many request headers (at most {limit_request_fields}) or one over {limit_request_field_size} bytes"),
+    501: ("invalid_request_error", "unsupported_transfer_coding", "This transfer coding is not supported"),
+}
+_MESSAGE_MAX = 300
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    kind, code, summary = _ERROR_CODES.get(
+        status_int, ("api_error", "internal_error", "The server could not answer this request"))
+    message = f"{summary}: {mesg}" if mesg else f"{summary}."
+    if len(message) > _MESSAGE_MAX:
+        message = message[:_MESSAGE_MAX - 1] + "…"
+    body = json.dumps({"error": {"type": kind, "code": code, "message": message, "request_id": None}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
+util.write_error = write_json_error

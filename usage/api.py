@@ -460,7 +460,7 @@ class SessionDetailApi(TenantApi):
     def get(self, request, session_id: str):
         session = session_get(tenant=request.tenant, session_id=session_id)
         session.iteration_list = session_iterations(tenant=request.tenant, session_id=session.session_id,
-                                                    since=session.first_seen)
+                                                    state=session)
         return Response(self.OutputSerializer(session).data)
 
 

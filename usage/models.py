@@ -142,6 +142,12 @@ class SessionState(models.Model):
     def __str__(self):
         return self.session_id
 
+    def current_events(self) -> models.Q:
+        """Its events of the current lifetime: those received since `first_seen`, the ones its totals count (an
+        id idle for SESSION_TTL starts again from zero, and its older events stay). The recorder's SQL
+        (usage.services.recording._recorded_iterations) dates a lifetime by receipt the same way."""
+        return models.Q(session_id=self.session_id, received_at__gte=self.first_seen)
+
 
 class DailySpend(models.Model):
     """Roll-up per tenant-local day × team × project × model. team_name "" means unallocated."""

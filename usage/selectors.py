@@ -2,7 +2,7 @@ import datetime
 from collections.abc import Iterator
 from decimal import Decimal
 
-from django.db.models import Count, Min, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
@@ -106,15 +106,13 @@ def session_get(*, tenant: Tenant, session_id: str) -> SessionState:
 SESSION_ITERATIONS_SHOWN = 1000
 
 
-def session_iterations(*, tenant: Tenant, session_id: str, since: datetime.datetime | None = None,
+def session_iterations(*, tenant: Tenant, session_id: str, state: SessionState | None,
                        limit: int = SESSION_ITERATIONS_SHOWN) -> list[dict]:
     """Per iteration_index of a session's events (the latest `limit`, ascending): events, tokens, cost (recorded
-    events only) and the time of its first event. `since`: the session state's `first_seen`, so only its current
-    lifetime counts, as in its totals (an id idle for 24 hours starts again from zero; recording dates that by
-    receipt too)."""
-    events = UsageEvent.objects.for_tenant(tenant).filter(session_id=session_id, iteration_index__isnull=False)
-    if since is not None:
-        events = events.filter(received_at__gte=since)
+    events only) and the time of its first event. With its `state`, only its current lifetime counts, as in its
+    totals (SessionState.current_events); without one (expired and removed), all its events."""
+    events = UsageEvent.objects.for_tenant(tenant).filter(
+        state.current_events() if state is not None else Q(session_id=session_id), iteration_index__isnull=False)
     rows = (
         events
         .values("iteration_index")

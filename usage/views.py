@@ -33,6 +33,9 @@ LIVE_MAX_ROWS = 100
 # More new events than this waiting: the live list jumps to the newest (see activity_live).
 LIVE_BACKLOG_MAX = 3 * LIVE_MAX_ROWS
 LIVE_PENDING_MAX = 50
+# Rows the Activity list keeps while live refresh adds to its top: beyond, the oldest leave its bottom and "Load
+# older events" starts after the last row kept (static/js/app.js), so a tab left open does not grow without end.
+ACTIVITY_MAX_ROWS = 1_000
 _EVENT_PK = re.compile(r"[0-9]{1,18}")
 SESSIONS_PAGE_SIZE = 50
 ANOMALIES_PAGE_SIZE = 50
@@ -99,6 +102,7 @@ def activity(request):
         "errors": errors,
         "filter_query": _query(filters),
         "next_query": _query(filters, cursor=page.next_cursor) if page.next_cursor else None,
+        "max_rows": ACTIVITY_MAX_ROWS,
         "live_query": _live_query(filters, after=_live_mark(page.items), pending=_pending_rows(page.items),
                                   empty=not page.items) if page.first else None,
         "is_filtered": bool(filters),
@@ -263,11 +267,10 @@ def session_by_query(request):
 def session_detail(request, session_id: str):
     tenant = request.tenant
     state = SessionState.objects.for_tenant(tenant).select_related("team").filter(session_id=session_id).first()
-    iterations = session_iterations(tenant=tenant, session_id=session_id,
-                                    since=state.first_seen if state is not None else None)
+    iterations = session_iterations(tenant=tenant, session_id=session_id, state=state)
     events = event_list(tenant=tenant, filters={"session_id": session_id})
     if state is not None:
-        events = events.filter(received_at__gte=state.first_seen)  # its current lifetime, as its totals
+        events = events.filter(state.current_events())
     events = list(events[:SESSION_EVENTS_SHOWN])
     if state is None and not events:
         raise Http404("No such session.")

@@ -107,6 +107,63 @@
       requester(event));
   });
 
+  // Activity's live list: rows a live poll adds to the top push as many of the oldest rows out of the bottom
+  // once the list holds more than data-max-rows (rows the user loaded with "Load older events" stay until new
+  // ones push them out), and "Load older events" then starts right after the last row kept, so nothing is
+  // skipped. The cursor is the one the server pages with: the row's time and id, URL-safe base64 of JSON.
+  var POLLER = "activity-poller";
+  var rowsBeforePoll = null;
+
+  function liveRows(list) {
+    return list.querySelectorAll(":scope > details.evt");
+  }
+
+  function olderLink(list, last) {
+    var cursor = btoa(JSON.stringify([last.querySelector("time").getAttribute("datetime"),
+      parseInt(last.id.replace("evt-", ""), 10)])).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    var url = new URL(list.getAttribute("data-older-url"), window.location.href);
+    url.searchParams.set("cursor", cursor);
+    var more = document.createElement("div");
+    more.className = "more";
+    more.id = "activity-more";
+    var link = document.createElement("a");
+    link.className = "btn";
+    link.textContent = "Load older events";
+    link.href = url.pathname + url.search;
+    link.setAttribute("hx-get", link.href);
+    link.setAttribute("hx-target", "#activity-more");
+    link.setAttribute("hx-swap", "outerHTML");
+    more.appendChild(link);
+    return more;
+  }
+
+  function trimLiveList(before) {
+    var list = document.getElementById("event-list");
+    var max = list && parseInt(list.getAttribute("data-max-rows"), 10);
+    if (!max) return;
+    var rows = liveRows(list);
+    var drop = Math.min(rows.length - before, rows.length - max);
+    if (drop <= 0) return;
+    for (var i = rows.length - 1; i >= rows.length - drop; i--) rows[i].remove();
+    var more = olderLink(list, rows[rows.length - drop - 1]);
+    var old = document.getElementById("activity-more");
+    if (old) old.replaceWith(more); else list.after(more);
+    htmx.process(more);
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var list = document.getElementById("event-list");
+    if (list && event.detail.elt.id === POLLER) rowsBeforePoll = liveRows(list).length;
+  });
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = requester(event);
+    if (elt && elt.id === POLLER && rowsBeforePoll !== null) {
+      if (event.detail.successful) trimLiveList(rowsBeforePoll);
+      rowsBeforePoll = null;
+    }
+  });
+
   // A page restored by Back is not the moment an error happened.
   document.addEventListener("htmx:historyRestore", clearBanner);
 })();

@@ -145,3 +145,47 @@ def test_live_refresh_drops_the_empty_message_and_prices_a_pending_row(page, own
     expect(row).to_contain_text("$0.0036", timeout=12_000)
     expect(row).not_to_contain_text("pending")
     expect(page.locator("details.evt")).to_have_count(1)
+
+
+def test_a_long_open_activity_tab_keeps_its_list_bounded_and_loses_no_row(page, owner, tenant, monkeypatch):
+    """Live refresh pushes the oldest rows out of the bottom once the list is over its cap, and "Load older
+    events" then starts right after the last row kept: every event is still reachable, once, in order. Rows the
+    user loaded stay until new events push them out."""
+    import datetime
+
+    from django.utils import timezone
+
+    from usage import views
+
+    monkeypatch.setattr(views, "ACTIVITY_MAX_ROWS", 5)
+    now = timezone.now()
+
+    def at(minutes_ago: int, name: str) -> dict:
+        return event(model=name, timestamp=now - datetime.timedelta(minutes=minutes_ago))
+
+    def models_shown() -> list[str]:
+        return page.locator("details.evt .cell.mono[title]").evaluate_all(
+            "cells => cells.filter(c => !c.classList.contains('hide-sm')).map(c => c.textContent)")
+
+    record(tenant, [at(30, "old-1"), at(29, "old-2"), at(28, "old-3")])
+    sign_in(page, "olivia")
+    page.goto("/activity/")
+    expect(page.locator("details.evt")).to_have_count(3)
+    record(tenant, [at(4, "new-1"), at(3, "new-2"), at(2, "new-3"), at(1, "new-4")])
+    expect(page.locator("details.evt", has_text="new-4")).to_be_visible(timeout=15_000)
+    expect(page.locator("details.evt")).to_have_count(5)
+    assert models_shown() == ["new-4", "new-3", "new-2", "new-1", "old-3"]
+
+    page.get_by_role("link", name="Load older events").click()
+    expect(page.locator("details.evt")).to_have_count(7)
+    assert models_shown() == ["new-4", "new-3", "new-2", "new-1", "old-3", "old-2", "old-1"]
+    page.wait_for_timeout(6_000)  # a poll with nothing new leaves the rows the user loaded
+    expect(page.locator("details.evt")).to_have_count(7)
+
+    record(tenant, [event(model="new-5")])
+    expect(page.locator("details.evt", has_text="new-5")).to_be_visible(timeout=15_000)
+    assert models_shown() == ["new-5", "new-4", "new-3", "new-2", "new-1", "old-3", "old-2"]
+    page.get_by_role("link", name="Load older events").click()
+    expect(page.locator("details.evt", has_text="old-1")).to_be_visible()
+    assert models_shown() == ["new-5", "new-4", "new-3", "new-2", "new-1", "old-3", "old-2", "old-1"]
+    expect(page.get_by_role("link", name="Load older events")).to_have_count(0)

@@ -40,11 +40,41 @@ def chunked_post(server, path: str, key: str, body: bytes, *, chunk_size: int) -
                                 "Connection: close\r\n\r\n").encode() + chunks + b"0\r\n\r\n")
 
 
+def envelope(reply: bytes) -> dict:
+    """The JSON error of a raw HTTP answer (gunicorn closes the connection after its own errors)."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Type: application/json\r\n" in head, head
+    return json.loads(body)["error"]
+
+
 @requires_production
 @pytest.mark.parametrize("header", [b"Authorization: Bearer aw_live_" + b"A" * 10_240, b"X-Padding: " + b"A" * 10_240])
 def test_a_10_kb_header_gets_431_never_a_5xx(gunicorn_server, header):
     reply = raw_request(gunicorn_server, b"GET /v1/me HTTP/1.1\r\nHost: localhost\r\n" + header + b"\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 431")
+    error = envelope(reply)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "headers_too_large")
+    assert "8190 bytes" in error["message"]
+    assert b"AAAA" not in reply  # the header's value is not echoed back
+
+
+@requires_production
+def test_a_request_line_over_the_limit_gets_a_json_414(gunicorn_server):
+    reply = raw_request(gunicorn_server, b"GET /v1/usage/events?team=" + b"t" * 9_000 + b" HTTP/1.1\r\n"
+                                         b"Host: localhost\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 414")
+    error = envelope(reply)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "request_line_too_long")
+    assert "query string" in error["message"]
+
+
+@requires_production
+@pytest.mark.parametrize("request_line", [b"GET /v1/me\r\n", b"G\x01T /v1/me HTTP/1.1\r\n", b"GET /v1/me HTTP/9.9\r\n"])
+def test_a_malformed_request_line_gets_a_json_400(gunicorn_server, request_line):
+    reply = raw_request(gunicorn_server, request_line + b"Host: localhost\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400")
+    error = envelope(reply)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "malformed_request")
 
 
 @requires_production
