@@ -1,10 +1,21 @@
 """gunicorn settings for production. Override with GUNICORN_* environment variables or CLI flags."""
 
 import json
+import logging
 import multiprocessing
 import os
+import sys
 
-from gunicorn import util
+from gunicorn import glogging, util
+
+# The settings are loaded here, in the master, before it binds or forks: a bad environment variable stops gunicorn
+# with one line saying which, instead of every worker failing to boot with a traceback.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentwatch_site.settings")
+from agentwatch_site.env import settings_or_exit  # noqa: E402
+
+settings_or_exit("gunicorn")
+from django.conf import settings  # noqa: E402
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -33,6 +44,27 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", None)
+loglevel = settings.LOG_LEVEL.lower()
+
+
+class Logger(glogging.Logger):
+    """gunicorn's own lines (starting, booting and exiting workers, timeouts) in the format of every other line
+    (settings.LOGGING's: JSON with DEBUG off, with the request id field) at LOG_LEVEL. The access log, off unless
+    GUNICORN_ACCESSLOG names a file or "-", keeps gunicorn's format."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from agentwatch_site.logging import JsonFormatter, KeyValueFormatter, RequestIdFilter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter() if settings.LOG_JSON else KeyValueFormatter())
+        handler.addFilter(RequestIdFilter())
+        for old in list(self.error_log.handlers):
+            self.error_log.removeHandler(old)
+        self.error_log.addHandler(handler)
+
+
+logger_class = Logger
 # gunicorn's control socket (for `gunicornc`) defaults to one path per user, so a second gunicorn on the machine
 # would take it over from the first: off unless the operator names a path for this instance.
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()

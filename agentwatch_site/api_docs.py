@@ -20,6 +20,12 @@ class SchemaView(JsonErrors, SpectacularAPIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    http_method_names = ["get", "head"]
+
+    def _get_version_parameter(self, request):
+        # The API has one version: `?version=` is ignored (drf-spectacular would copy it into Content-Disposition,
+        # where a newline in it failed the answer).
+        return None
 
 
 class DocsView(JsonErrors, SpectacularSwaggerSplitView):
@@ -28,6 +34,7 @@ class DocsView(JsonErrors, SpectacularSwaggerSplitView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    http_method_names = ["get", "head"]  # DRF's OPTIONS answer would go through the HTML template
     template_name = "api_docs.html"
     url_name = "api-schema"
     title = "AgentWatch API"

@@ -5,7 +5,16 @@ from celery.signals import setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentwatch_site.settings")
 
-app = Celery("agentwatch")
+class _Celery(Celery):
+    def on_configure(self):
+        """Before Celery reads the settings (the worker and beat at start-up): a bad environment variable stops them
+        with one line saying which, not a traceback."""
+        from agentwatch_site.env import settings_or_exit
+
+        settings_or_exit("celery")
+
+
+app = _Celery("agentwatch")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

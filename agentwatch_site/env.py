@@ -132,3 +132,29 @@ def env_log_level(name: str, default: str) -> str:
     if raw.upper() not in LOG_LEVELS:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
     return raw.upper()
+
+
+# A host name, an IP address, "[ipv6]", a leading-dot domain (".example.com") or "*": what Django matches against
+# the Host header. A scheme, a port or a path in an entry would silently match nothing.
+_ALLOWED_HOST = re.compile(r"^(\*|\.?[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*\.?|\[[0-9A-Fa-f:.]+\])$")
+
+
+def check_allowed_hosts(name: str, hosts: list[str]) -> list[str]:
+    for host in hosts:
+        if not _ALLOWED_HOST.match(host):
+            raise ImproperlyConfigured(
+                f"{name} entry {host!r} is not a host name: list names or addresses only, comma-separated, without "
+                f"a scheme, port or path (e.g. {name}=agentwatch.example.com,10.0.0.5)."
+            )
+    return hosts
+
+
+def settings_or_exit(program: str) -> None:
+    """Load the settings now, or stop `program` with the one line that says which environment variable is wrong
+    (ImproperlyConfigured at settings import), rather than a traceback with the line at its end."""
+    from django.conf import settings
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - loads the settings module
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"{program}: configuration error: {exc}") from None

@@ -69,10 +69,18 @@ class ServiceUnavailable(ApiError):
     code = "service_unavailable"
 
 
+def _encodable(text: str) -> str:
+    """A message that repeats the input may hold a lone surrogate (JSON's "\\ud800"), which UTF-8 cannot encode:
+    it is shown escaped instead of failing the whole answer."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(*, type: str, code: str, message: str, fields: dict | None = None) -> dict:
-    error = {"type": type, "code": code, "message": message}
+    error = {"type": type, "code": code, "message": _encodable(message)}
     if fields:
-        error["fields"] = fields
+        error["fields"] = {_encodable(str(name)): [_encodable(str(text)) for text in
+                                                   (texts if isinstance(texts, (list, tuple)) else [texts])]
+                           for name, texts in fields.items()}
     error["request_id"] = request_id_var.get()
     return {"error": error}
 

@@ -12,6 +12,17 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "request_id"}
 
 
+class WarningWithoutTraceback(logging.Filter):
+    """For a logger whose errors are the client's doing (django.security.DisallowedHost: every scanner sending a
+    wrong Host header): one WARNING line instead of an ERROR with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return True
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()

@@ -1,8 +1,11 @@
 """Prometheus metrics at /metrics: requests and latency per endpoint, events accepted/recorded/rejected,
 the recording queue depth and lag.
 
-With several gunicorn or Celery processes on one host, set PROMETHEUS_MULTIPROC_DIR to an empty directory
-shared by them (gunicorn.conf.py clears dead workers' files), so /metrics adds up every process.
+Counters count in the process that did the work: requests and events accepted in gunicorn's workers, events
+recorded and set aside in the Celery workers. With several gunicorn or Celery processes on one host, set
+PROMETHEUS_MULTIPROC_DIR to an empty directory shared by them (gunicorn.conf.py clears dead workers' files), so
+/metrics adds up every process. The gauges (queue depth, ingest lag, events set aside) are read from the
+database at each scrape, so they are right whichever process answers, on any host.
 """
 
 import os
@@ -33,6 +36,11 @@ QUEUE_DEPTH = Gauge("agentwatch_recording_queue_depth", "Events accepted but not
                     multiprocess_mode="liveall")
 INGEST_LAG = Gauge("agentwatch_ingest_lag_seconds", "Age of the oldest unrecorded event.",
                    multiprocess_mode="liveall")
+# Read from the database at each scrape, so right whichever process answers: the counters above count only in the
+# process that did the work (the recorded and quarantined ones in the Celery workers; see the module docstring).
+QUARANTINED = Gauge("agentwatch_quarantined_events",
+                    "Usage events set aside now because recording them failed (manage.py quarantined_events).",
+                    multiprocess_mode="liveall")
 
 
 class MetricsMiddleware:
@@ -64,11 +72,12 @@ def _registry():
 @never_cache
 def metrics_view(request):
     from usage.models import UsageEvent
-    from usage.selectors import ingest_lag_seconds
+    from usage.selectors import ingest_lag_seconds, quarantined_event_count
 
     try:
         QUEUE_DEPTH.set(UsageEvent.objects.filter(recorded_at__isnull=True).count())
         INGEST_LAG.set(ingest_lag_seconds())
+        QUARANTINED.set(quarantined_event_count())
     except Exception:  # the database being down must not hide the other metrics
         QUEUE_DEPTH.set(-1)
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -80,6 +80,11 @@ class RequestIdMiddleware:
                 status=413, type="invalid_request_error", code="request_too_large",
                 message=f"Request body exceeds {settings.INGEST_MAX_BODY_BYTES} bytes; split it into smaller batches.",
             )
+        elif is_api_path(request.path) and (encoding := self._content_encoding(request)):
+            response = json_error(
+                status=415, type="invalid_request_error", code="unsupported_content_encoding",
+                message=f"Content-Encoding {encoding[:40]!r} is not supported: send the body uncompressed.",
+            )
         else:
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
@@ -96,6 +101,12 @@ class RequestIdMiddleware:
         except ValueError:
             return False
         return length > settings.INGEST_MAX_BODY_BYTES
+
+    @staticmethod
+    def _content_encoding(request) -> str:
+        """A Content-Encoding other than identity: the body would be read as if it were not encoded."""
+        encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip()
+        return "" if encoding.lower() in ("", "identity") else encoding
 
     def process_exception(self, request, exception):
         if not is_api_path(request.path):

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from agentwatch_site.env import (
+    check_allowed_hosts,
     env_bool,
     env_database_url,
     env_float,
@@ -35,9 +36,9 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
 
-ALLOWED_HOSTS = env_list(
+ALLOWED_HOSTS = check_allowed_hosts("ALLOWED_HOSTS", env_list(
     "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG or not DATABASE_URL else []
-)
+))
 if not ALLOWED_HOSTS and not DEBUG:
     # Django would start and answer every request, /healthz included, with 400.
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off: the comma-separated host names "
@@ -271,7 +272,7 @@ if HTTPS:
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (documented in README).
     if env_bool("SECURE_PROXY_SSL_HEADER", default=True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^metrics$"]
 
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
@@ -332,7 +333,10 @@ LOG_JSON = env_bool("LOG_JSON", default=not DEBUG)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "agentwatch_site.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "agentwatch_site.logging.RequestIdFilter"},
+        "warning_without_traceback": {"()": "agentwatch_site.logging.WarningWithoutTraceback"},
+    },
     "formatters": {
         "kv": {"()": "agentwatch_site.logging.KeyValueFormatter"},
         "json": {"()": "agentwatch_site.logging.JsonFormatter"},
@@ -348,6 +352,7 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        "django.security.DisallowedHost": {"filters": ["warning_without_traceback"]},
         # httpx logs every request URL at INFO; a webhook URL (Slack's) carries a secret in its path.
         "httpx": {"level": "WARNING"},
     },

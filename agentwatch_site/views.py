@@ -3,7 +3,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import DisallowedHost, PermissionDenied
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -99,6 +99,10 @@ def handler403(request, exception=None):
 
 def handler400(request, exception=None):
     if is_api_path(request.path):
+        if isinstance(exception, DisallowedHost):
+            return json_error(status=400, type="invalid_request_error", code="disallowed_host",
+                              message="This server does not answer to the host name in the Host header (the "
+                                      "operator lists the names it answers to in ALLOWED_HOSTS).")
         return json_error(status=400, type="invalid_request_error", code="bad_request", message="Bad request.")
     return render(request, "400.html", status=400)
 

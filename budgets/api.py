@@ -1,7 +1,7 @@
 import logging
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from urllib.parse import unquote_to_bytes
 
 from django.core.cache import cache
@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.errors import NotFound, json_response, validation_error
+from agentwatch_site.money import quantize
 from agentwatch_site.pagination import paginated_response
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from agentwatch_site.serializers import MoneyField, page_of
@@ -30,6 +31,7 @@ from budgets.services import budget_delete, budget_update, budget_upsert
 from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.selectors import team_by_name
 from tenants.webhook_api import PAGE_PARAMETERS
+from usage.services.pricing import COST_QUANTUM
 from usage.services.recording import SESSION_TTL, last_limit_cache_key
 
 logger = logging.getLogger(__name__)
@@ -234,7 +236,11 @@ def _parse_limit(text: str | None, errors: dict) -> Decimal | None:
     if value < 0:
         errors["limit_usd"] = ["Must be greater than or equal to 0."]
         return None
-    return value
+    if value.as_tuple().exponent < COST_QUANTUM.as_tuple().exponent:
+        # Costs are whole multiples of COST_QUANTUM, so `spend >= limit` is the same with the limit rounded up to
+        # one: 1e-20000 becomes 1e-10 (with its 20,000 decimal places it could never be stored or compared).
+        value = quantize(value, COST_QUANTUM, rounding=ROUND_CEILING)
+    return value.copy_abs()  # -0 is 0
 
 
 class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):

@@ -1,6 +1,7 @@
 """Bearer API-key authentication for every /v1 endpoint. Sets request.tenant and request.api_key."""
 
 import logging
+import re
 import time
 
 from django.core.cache import cache
@@ -14,6 +15,7 @@ from tenants.selectors import api_key_by_secret
 logger = logging.getLogger(__name__)
 
 TOUCH_INTERVAL_SECONDS = 60
+SCHEME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,19}")  # Token, Basic, Bearer…: safe to repeat
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -27,11 +29,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, value = header.strip().partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer":
-            raise exceptions.AuthenticationFailed(
-                f"Wrong authorization scheme {scheme[:20]!r}: use `Authorization: Bearer {KEY_PREFIX}…`, "
-                f"not `Token` or another scheme.",
-                code="invalid_auth_scheme",
-            )
+            raise exceptions.AuthenticationFailed(_wrong_scheme(scheme), code="invalid_auth_scheme")
         if not value.startswith("aw_"):
             raise exceptions.AuthenticationFailed(
                 f"Malformed API key: AgentWatch keys start with `aw_` (for example `{KEY_PREFIX}…`).",
@@ -52,6 +50,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return 'Bearer realm="agentwatch"'
+
+
+def _wrong_scheme(scheme: str) -> str:
+    """What to say about an Authorization header without `Bearer`: never repeating it when it may be the key
+    itself (the header holding the key alone)."""
+    use = f"use `Authorization: Bearer {KEY_PREFIX}…`"
+    if scheme.startswith("aw_"):
+        return f"The Authorization header has no scheme: {use} (the word Bearer, a space, then the key)."
+    if SCHEME_NAME.fullmatch(scheme):
+        return f"Wrong authorization scheme {scheme!r}: {use}."
+    return f"Wrong authorization scheme: {use}."
 
 
 # key id → when this process last passed the shared gate for it: spares a Redis round trip on every request.

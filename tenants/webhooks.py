@@ -119,6 +119,8 @@ def webhook_url_check(url: str, *, resolve: bool = True) -> Target:
         raise WebhookUrlRefused("Webhook URL has no host.")
     if parts.username or parts.password:
         raise WebhookUrlRefused("Webhook URL must not contain a user name or password.")
+    if port == 0:
+        raise WebhookUrlRefused("Webhook URL port must be between 1 and 65535.")
     if settings.WEBHOOK_ALLOW_PRIVATE or not resolve:
         return Target(url=url)
     port = port or (443 if parts.scheme == "https" else 80)

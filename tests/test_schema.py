@@ -148,6 +148,9 @@ def test_schema_and_docs_need_no_key_but_ignore_a_bad_one(client, db, collected_
     ("get", "/v1/schema?format=xml", "*/*", 406, "not_acceptable"),
     ("get", "/v1/docs?format=json", "*/*", 406, "not_acceptable"),
     ("get", "/v1/schema", "text/html", 406, "not_acceptable"),
+    ("options", "/v1/docs", "*/*", 405, "method_not_allowed"),
+    ("options", "/v1/docs", "text/html", 405, "method_not_allowed"),
+    ("options", "/v1/schema", "application/json", 405, "method_not_allowed"),
 ])
 def test_schema_and_docs_errors_are_the_json_envelope(client, db, method, path, accept, status, code):
     """Not a YAML body or an HTML page: every /v1 error has the one envelope."""
@@ -155,6 +158,14 @@ def test_schema_and_docs_errors_are_the_json_envelope(client, db, method, path, 
     assert response.status_code == status
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("version", ["%0A", "%0D%0Ax", "2"])
+def test_a_version_parameter_is_ignored_the_api_has_one(client, db, version):
+    response = client.get(f"/v1/schema?format=json&version={version}")
+    assert response.status_code == 200
+    assert response.json() == served_schema(client)
+    assert response["Content-Disposition"] == 'inline; filename="AgentWatch API.json"'
 
 
 def test_unknown_v1_paths_are_json_404_for_every_method(client, db):

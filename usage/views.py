@@ -266,6 +266,8 @@ def session_by_query(request):
 @require_GET
 def session_detail(request, session_id: str):
     tenant = request.tenant
+    if len(session_id) > SessionState._meta.get_field("session_id").max_length:
+        raise Http404("No such session.")  # ingest stores no such id
     state = SessionState.objects.for_tenant(tenant).select_related("team").filter(session_id=session_id).first()
     iterations = session_iterations(tenant=tenant, session_id=session_id, state=state)
     events = event_list(tenant=tenant, filters={"session_id": session_id})

@@ -246,6 +246,27 @@ def test_the_last_limit_seen_is_kept_in_the_cache_and_copied_by_the_recorder(ten
     assert SessionState.objects.get(session_id="s+1").last_limit_usd == Decimal("0.00001")
 
 
+@pytest.mark.parametrize(("text", "stored"), [("1e-20000", "1E-10"), ("0e-1000000", "0"),
+                                              ("0.00000000001", "1E-10"), ("2.00000000005", "2.0000000001")])
+def test_a_limit_with_more_decimal_places_than_money_has_is_rounded_up_and_the_sessions_events_still_count(
+        tenant, telemetry_api, text, stored):
+    """Costs are multiples of $0.0000000001, so rounding the limit up to one changes no answer. Unrounded, the
+    recorder could not store it in the session's state and set aside every event of the session."""
+    body = ok(check(telemetry_api, f"session_id=tiny&limit_usd={text}"))
+    assert body["limit_usd"] == float(Decimal(stored))
+    record(tenant, session_id="tiny", tokens=1_000_000)  # $3
+    state = SessionState.objects.get(session_id="tiny")
+    assert (state.spent_usd, state.last_limit_usd) == (Decimal("3"), Decimal(stored))
+    after = ok(check(telemetry_api, f"session_id=tiny&limit_usd={text}"))
+    assert (after["exceeded"], after["spent_usd"]) == (True, 3.0)
+
+
+def test_a_limit_of_minus_zero_is_zero(telemetry_api):
+    response = check(telemetry_api, "session_id=s&limit_usd=-0")
+    assert b"-0" not in response.content
+    assert ok(response)["limit_usd"] == 0.0
+
+
 def test_telemetry_check_needs_a_key(client):
     response = client.get("/v1/budget-check?session_id=s&limit_usd=1")
     assert response.status_code == 401

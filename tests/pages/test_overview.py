@@ -53,6 +53,12 @@ def test_overview_forecast_extends_the_recent_pace_to_month_end(owner_client, te
     assert f"${expected:,.2f}" in response.content.decode()
 
 
+def test_overview_forecast_compares_with_the_total_of_budgets_to_the_cent(owner_client, tenant):
+    budget_upsert(tenant=tenant, team_name="search", monthly_budget_usd=Decimal("0.05"))
+    budget_upsert(tenant=tenant, team_name="support", monthly_budget_usd=Decimal("1200.50"))
+    assert "total budgets of $1,200.55" in owner_client.get("/").content.decode()
+
+
 def test_overview_lists_top_models_sessions_and_recent_anomalies_with_links(owner_client, tenant):
     record(tenant, runaway_session(session_id="loop/with spaces"))
     html = owner_client.get("/").content.decode()

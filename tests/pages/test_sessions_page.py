@@ -84,6 +84,14 @@ def test_unknown_session_is_404(owner_client, tenant):
     assert owner_client.get("/sessions/nope/").status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/sessions/" + "x" * 201 + "/", "/session/?id=" + "x" * 201])
+def test_a_session_id_no_session_can_have_is_a_404_page(owner_client, tenant, path):
+    """Over 200 characters: ingest never stores such an id, so there is nothing to show."""
+    response = owner_client.get(path)
+    assert response.status_code == 404
+    assert "text/html" in response["Content-Type"]
+
+
 def test_session_page_with_500_iterations_has_flat_query_count(owner_client, tenant,
                                                               django_assert_max_num_queries):
     record(tenant, [event(session_id="long", iteration_index=i, prompt_tokens=1000 + i) for i in range(1, 501)])

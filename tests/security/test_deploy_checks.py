@@ -3,18 +3,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_manage(*args, **env_overrides) -> subprocess.CompletedProcess:
+def run_program(command: list[str], **env_overrides) -> subprocess.CompletedProcess:
     # Only what the test sets: nothing from the outer run (its SECRET_KEY, or the browser tests'
     # DJANGO_ALLOW_ASYNC_UNSAFE) may leak into the configuration under check.
     inherited = ("DATABASE_URL", "REDIS_URL", "DEBUG", "HTTPS", "SECRET_KEY", "ALLOWED_HOSTS",
                  "DJANGO_ALLOW_ASYNC_UNSAFE")
     env = {k: v for k, v in os.environ.items() if k not in inherited}
     env.update(env_overrides)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def run_manage(*args, **env_overrides) -> subprocess.CompletedProcess:
+    return run_program([sys.executable, "manage.py", *args], **env_overrides)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """A configuration error stops the program with one line on stderr, not a traceback."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
 
 PRODUCTION_ENV = {
@@ -37,14 +50,13 @@ def test_debug_off_without_secret_key_refuses_to_start():
     env = dict(PRODUCTION_ENV)
     env.pop("SECRET_KEY")
     result = run_manage("check", **env)
-    assert result.returncode != 0
-    assert "SECRET_KEY must be set" in result.stderr
+    assert "SECRET_KEY must be set" in one_line_error(result)
 
 
 def test_a_bad_boolean_in_the_environment_fails_loudly():
     result = run_manage("check", DEBUG="maybe")
-    assert result.returncode != 0
-    assert "DEBUG must be a boolean" in result.stderr
+    assert one_line_error(result) == ("manage.py: configuration error: DEBUG must be a boolean (1/0, true/false), "
+                                      "got 'maybe'")
 
 
 def test_check_deploy_does_not_warn_about_the_documented_proxy_and_preload_opt_outs():
@@ -58,31 +70,63 @@ def test_debug_off_without_allowed_hosts_refuses_to_start():
     # Else gunicorn starts and answers every request, /healthz included, with 400.
     for value in ("", " , "):
         result = run_manage("check", **{**PRODUCTION_ENV, "ALLOWED_HOSTS": value})
-        assert result.returncode != 0
-        assert "ALLOWED_HOSTS must be set when DEBUG is off" in result.stderr.splitlines()[-1]
+        assert "ALLOWED_HOSTS must be set when DEBUG is off" in one_line_error(result)
+
+
+@pytest.mark.parametrize("value", ["https://agentwatch.example.com", "agentwatch.example.com:8000",
+                                   "agentwatch.example.com 127.0.0.1", "agentwatch.example.com/api"])
+def test_an_allowed_hosts_entry_that_is_not_a_host_name_refuses_to_start(value):
+    # Django would match it against no Host header: every request, /healthz included, would get 400.
+    result = run_manage("check", **{**PRODUCTION_ENV, "ALLOWED_HOSTS": f"localhost,{value}"})
+    assert f"ALLOWED_HOSTS entry {value!r} is not a host name" in one_line_error(result)
+
+
+def test_allowed_hosts_takes_names_addresses_subdomain_patterns_and_a_wildcard():
+    hosts = "agentwatch.example.com,.example.org,10.0.0.5,[::1],*,localhost"
+    result = run_manage("check", **{**PRODUCTION_ENV, "ALLOWED_HOSTS": hosts})
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_malformed_database_url_is_a_clear_error_that_hides_the_password():
     result = run_manage("check", **{**PRODUCTION_ENV, "DATABASE_URL": "postgress://aw:hunter2@db:5432/aw"})
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode != 0
-    assert last.startswith("django.core.exceptions.ImproperlyConfigured: DATABASE_URL has an unknown scheme")
+    assert one_line_error(result).startswith("manage.py: configuration error: DATABASE_URL has an unknown scheme")
     assert "hunter2" not in result.stderr
 
 
 def test_a_malformed_redis_url_fails_at_start_up_not_on_every_request():
     result = run_manage("check", **{**PRODUCTION_ENV, "REDIS_URL": "localhost:6379"})
-    assert result.returncode != 0
-    assert "REDIS_URL is not a Redis URL" in result.stderr.splitlines()[-1]
+    assert "REDIS_URL is not a Redis URL" in one_line_error(result)
 
 
 def test_an_unknown_log_level_is_a_clear_error():
     result = run_manage("check", LOG_LEVEL="verbose")
-    assert result.returncode != 0
-    assert "LOG_LEVEL must be one of" in result.stderr.splitlines()[-1]
+    assert "LOG_LEVEL must be one of" in one_line_error(result)
 
 
 def test_a_webhook_ca_bundle_that_is_not_a_file_is_a_clear_error():
     result = run_manage("check", WEBHOOK_CA_BUNDLE="/etc/agentwatch/missing-ca.pem")
+    assert "WEBHOOK_CA_BUNDLE must name a PEM file" in one_line_error(result)
+
+
+@pytest.mark.parametrize(("program", "command"), [
+    ("gunicorn", ["gunicorn", "-c", "gunicorn.conf.py", "agentwatch_site.wsgi", "--bind", "127.0.0.1:0"]),
+    ("celery", ["celery", "-A", "agentwatch_site", "worker"]),
+    ("celery", ["celery", "-A", "agentwatch_site", "beat"]),
+])
+def test_gunicorn_and_celery_stop_on_a_bad_setting_with_one_line_before_binding_or_connecting(program, command):
+    binary = str(Path(sys.executable).parent / command[0])
+    result = run_program([binary, *command[1:]], **{**PRODUCTION_ENV, "DEBUG": "maybe"})
+    # gunicorn logs "Starting gunicorn" before its hooks run; nothing about workers, which never start.
+    lines = [line for line in result.stderr.strip().splitlines() if "Starting gunicorn" not in line]
     assert result.returncode != 0
-    assert "WEBHOOK_CA_BUNDLE must name a PEM file" in result.stderr.splitlines()[-1]
+    assert lines == [f"{program}: configuration error: DEBUG must be a boolean (1/0, true/false), got 'maybe'"], (
+        result.stderr)
+
+
+def test_with_https_on_probes_and_the_metrics_scrape_are_answered_over_plain_http():
+    """A local Prometheus and the orchestrator's probes speak plain HTTP to the process; pages are redirected."""
+    probe = ("from django.test import Client; c = Client(HTTP_HOST='agentwatch.example.com'); "
+             "print([c.get(p, REMOTE_ADDR='127.0.0.1').status_code for p in ('/livez', '/metrics', '/login/')])")
+    result = run_manage("shell", "-c", probe, **PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[200, 200, 301]"

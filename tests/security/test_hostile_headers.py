@@ -47,6 +47,20 @@ def test_disallowed_host_gets_400_and_reaches_no_view(host, path, admin_key):
     assert b"alice" not in response.content.lower()
 
 
+@pytest.mark.django_db
+def test_a_wrong_host_on_the_api_says_so_and_is_logged_as_one_warning(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="django.security.DisallowedHost"):
+        response = Client().get("/v1/me", HTTP_HOST="scanner.example")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "disallowed_host" and "Host header" in error["message"]
+    [record] = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert "scanner.example" in record.getMessage()
+
+
 def test_api_key_never_appears_in_logs_or_error_bodies(caplog, tenant, admin_key, telemetry_key):
     caplog.set_level(logging.DEBUG)
     client = Client()

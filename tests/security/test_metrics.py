@@ -39,3 +39,16 @@ def test_metrics_are_refused_from_other_addresses_without_the_token(settings):
     assert Client().get("/metrics", REMOTE_ADDR="203.0.113.9",
                         HTTP_AUTHORIZATION="Bearer s3cret-token").status_code == 200
     assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+def test_events_set_aside_are_a_gauge_read_from_the_database(tenant, telemetry_api):
+    """Whichever process answers the scrape (a gunicorn worker never sees the Celery worker's counters)."""
+    from usage.models import UsageEvent
+
+    assert telemetry_api.post("/v1/ingest", {"events": [{"model": "m"}, {"model": "m"}, {"model": "m"}]},
+                              format="json").status_code == 202
+    assert metric(scrape(), "agentwatch_quarantined_events ") == 0
+    UsageEvent.objects.filter(pk__in=UsageEvent.objects.order_by("id").values("id")[:2]).update(
+        record_error="CostOverflow: test")
+    assert metric(scrape(), "agentwatch_quarantined_events ") == 2
+

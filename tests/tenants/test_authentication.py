@@ -50,6 +50,14 @@ def test_token_scheme_gets_401_telling_to_use_bearer(admin_key):
     assert_401(response, "invalid_auth_scheme", "Bearer")
 
 
+def test_a_key_sent_without_a_scheme_is_not_repeated_in_the_error(admin_key):
+    response = get_me(admin_key)
+    assert_401(response, "invalid_auth_scheme", "has no scheme")
+    assert admin_key[:12] not in response.content.decode()
+    for header in (f"{admin_key} trailing", f"x{admin_key[:30]} {admin_key}"):
+        assert admin_key[8:14] not in get_me(header).content.decode(), header
+
+
 @pytest.mark.django_db
 def test_value_not_starting_with_aw_gets_401():
     assert_401(get_me("Bearer sk-abc123"), "malformed_api_key", "start with `aw_`")

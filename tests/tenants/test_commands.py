@@ -31,8 +31,22 @@ def test_createtenant_with_admin_creates_an_owner():
 
 @pytest.mark.django_db
 def test_createtenant_refuses_half_the_admin_options():
-    with pytest.raises(CommandError, match="go together"):
+    with pytest.raises(CommandError, match="give --admin-password to create one"):
         run("createtenant", "Acme", "--admin-username", "ada")
+    with pytest.raises(CommandError, match="needs --admin-username"):
+        run("createtenant", "Acme", "--admin-password", "s3cret-pass!")
+    assert not Tenant.objects.exists()
+
+
+@pytest.mark.django_db
+def test_createtenant_makes_an_existing_user_an_owner_without_a_password():
+    get_user_model().objects.create_user(username="ada", password="original-pass-1")
+    err = StringIO()
+    call_command("createtenant", "Gamma", "--admin-username", "ada", stdout=StringIO(), stderr=err)
+    user = get_user_model().objects.get(username="ada")
+    assert user.check_password("original-pass-1")
+    assert "password is unchanged." in err.getvalue()
+    assert Membership.objects.get(user=user, tenant__slug="gamma").role == "owner"
 
 
 @pytest.mark.django_db

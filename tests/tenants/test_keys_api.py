@@ -114,3 +114,13 @@ def test_unknown_references_are_404(tenant, admin_api):
         assert admin_api.delete(f"/v1/keys/{reference}").status_code == 404, reference
     # A NUL is refused before any view: 400, never a query PostgreSQL would reject.
     assert admin_api.delete("/v1/keys/aw_live_%00AB").status_code == 400
+
+
+def test_a_lone_surrogate_repeated_in_an_error_message_is_shown_escaped_not_a_500(tenant, admin_api):
+    """DRF's choice error repeats the value; a lone surrogate (JSON "\\ud800") cannot be written as UTF-8."""
+    response = admin_api.post("/v1/keys", data=b'{"name": "k", "scope": "\\ud800"}', content_type="application/json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["fields"]["scope"] == ['"\\ud800" is not a valid choice.']
+    assert not ApiKey.objects.filter(name="k").exists()

@@ -89,10 +89,17 @@ def test_bad_endpoints_are_refused_with_field_errors(admin_api, allow_private):
         ({"url": "https://example.com/x", "event_types": ["budget.melted"]}, "event_types[0]"),
         ({"url": "https://example.com/x", "event_types": []}, "event_types"),
         ({"url": "https://example.com/x"}, "event_types"),
+        ({"url": "http://127.0.0.1:0/x", "event_types": ["budget.exceeded"]}, "url"),
+        ({"url": "https://example.com:0/x", "event_types": ["budget.exceeded"]}, "url"),
     ]:
         response = admin_api.post("/v1/webhooks", body, format="json")
         assert response.status_code == 400, body
         assert field in response.json()["error"]["fields"], response.json()
+    # A lone surrogate, which the choice error repeats: shown escaped, not a 500.
+    response = admin_api.post("/v1/webhooks", data=b'{"url": "https://example.com/x", "event_types": ["\\udfff"]}',
+                              content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["event_types[0]"] == ['"\\udfff" is not a valid choice.']
     assert WebhookEndpoint.objects.count() == 0
 
 

@@ -179,6 +179,26 @@ def test_body_over_1_mib_gets_413(tenant, telemetry_key):
     assert response.json()["error"]["code"] == "request_too_large"
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip"])
+def test_a_compressed_body_gets_415_naming_the_content_encoding(tenant, telemetry_key, encoding):
+    import gzip
+
+    from django.test import Client
+
+    response = Client().post("/v1/ingest", gzip.compress(b'{"model": "gpt-4o", "prompt_tokens": 1}'),
+                             content_type="application/json", HTTP_CONTENT_ENCODING=encoding,
+                             HTTP_AUTHORIZATION=f"Bearer {telemetry_key}")
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_content_encoding"
+    assert encoding in error["message"] and "uncompressed" in error["message"]
+    assert not UsageEvent.objects.exists()
+
+
+def test_an_identity_content_encoding_is_read_as_usual(tenant, telemetry_api):
+    assert post(telemetry_api, SDK_EVENT, HTTP_CONTENT_ENCODING="identity").status_code == 202
+
+
 def test_admin_key_can_ingest_too(tenant, admin_api):
     assert post(admin_api, SDK_EVENT).status_code == 202
 

@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
@@ -21,13 +21,14 @@ from django.utils import timezone
 
 from agentwatch_site import db
 from agentwatch_site.dates import hour_floor, month_start, tenant_day
+from agentwatch_site.money import quantize
 from tenants.models import Team, Tenant
 from tenants.services import team_get_or_create
 from usage.models import Anomaly, DailySpend, HourlySpend, MonthlyTeamSpend, SessionState, UsageEvent
 from usage.selectors import quarantined_event_list
 from usage.services.bulk import update_rows
 from usage.services.loops import runaway_loop_window
-from usage.services.pricing import event_cost, price_table
+from usage.services.pricing import COST_QUANTUM, event_cost, price_table
 
 logger = logging.getLogger(__name__)
 
@@ -494,9 +495,10 @@ def _last_limits(tenant: Tenant, session_ids: list[str]) -> dict[str, Decimal]:
             limit = Decimal(str(value))
         except ArithmeticError:
             continue
-        # A "no limit" value such as 1e12 does not fit numeric(20,10): one such row would fail every batch.
+        # A "no limit" value such as 1e12 does not fit numeric(20,10), nor does 1e-20000 (too many decimal places,
+        # rounded up as the check compares it): one such row would fail every batch.
         if limit.is_finite() and Decimal(0) <= limit < MAX_STORED_MONEY:
-            limits[keys[key]] = limit
+            limits[keys[key]] = quantize(limit, COST_QUANTUM, rounding=ROUND_CEILING)
     return limits
 
 

@@ -68,9 +68,12 @@ def purge_lock() -> Iterator[Callable[[], None]]:
 
 
 def _say(progress: Callable[[str], None] | None, message: str) -> None:
-    logger.info(message)
+    """To the command's output when run by hand (`manage.py purge_expired`), else to the log (the beat task):
+    a terminal shows each line once."""
     if progress:
         progress(message)
+    else:
+        logger.info(message)
 
 
 def purge_expired(*, dry_run: bool = False, batch_size: int = PURGE_BATCH_SIZE,

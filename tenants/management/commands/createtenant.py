@@ -40,8 +40,8 @@ class Command(BaseCommand):
         if slug is not None and (slugify(slug) != slug or not 0 < len(slug) <= SLUG_MAX):
             raise CommandError(f"--slug {slug[:80]!r} is not a slug: up to {SLUG_MAX} lower-case letters, digits and "
                                f"hyphens, e.g. {slugify(slug)[:SLUG_MAX] or 'acme-inc'!r}.")
-        if bool(admin_username) != bool(admin_password):
-            raise CommandError("--admin-username and --admin-password go together.")
+        if admin_password and not admin_username:
+            raise CommandError("--admin-password needs --admin-username.")
         existing_user = None
         if admin_username:
             user_model = get_user_model()
@@ -49,6 +49,8 @@ class Command(BaseCommand):
             if admin_email:
                 _checked(user_model, "email", admin_email, "--admin-email")
             existing_user = get_user_model().objects.filter(username=admin_username).first()
+            if existing_user is None and not admin_password:
+                raise CommandError(f"No user {admin_username!r} yet: give --admin-password to create one.")
             if existing_user is None:
                 try:
                     validate_password(admin_password, user=get_user_model()(username=admin_username,
@@ -68,6 +70,7 @@ class Command(BaseCommand):
             if existing_user is None:
                 self.stderr.write(f"Owner {admin_username!r} can sign in to tenant {tenant.name!r}.")
             else:
+                unused = " (--admin-password was not used)" if admin_password else ""
                 self.stderr.write(f"Existing user {admin_username!r} is now an owner of tenant {tenant.name!r}; "
-                                  f"their password is unchanged (--admin-password was not used).")
+                                  f"their password is unchanged{unused}.")
         self.stdout.write(tenant.slug)
