@@ -117,6 +117,15 @@ if DATABASE_URL:
         for option, value in {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                               "keepalives_count": 3}.items():
             DATABASES["default"]["OPTIONS"].setdefault(option, value)
+        # A process that stops in the middle of a transaction (a frozen or partitioned worker host) would hold its
+        # row locks — a team's roll-ups, a session — until its connection died, and every other worker recording
+        # for that team would wait, with budget checks reading the spend of before. PostgreSQL ends such a
+        # transaction after this many idle seconds (none of ours waits between statements for long); 0 turns it
+        # off, as a transaction-mode pooler that refuses start-up options needs.
+        idle_seconds = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT", 60, minimum=0)
+        if idle_seconds:
+            DATABASES["default"]["OPTIONS"].setdefault(
+                "options", f"-c idle_in_transaction_session_timeout={idle_seconds * 1000}")
         # The hot-path statements (agentwatch_site/db.py) are prepared once per connection; the ORM's statements
         # are bound on the client and never prepared. Behind a transaction-mode pooler (PgBouncer < 1.21) set
         # DB_PREPARED_STATEMENTS=0.

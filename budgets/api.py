@@ -130,6 +130,7 @@ class TeamBudgetDetailApi(TenantApi):
 
 class TeamBudgetCheckApi(LeanDispatch, TenantApi):
     lean_methods = frozenset({"GET"})
+    retry_lost_connection = True  # reads only
 
     class OutputSerializer(serializers.Serializer):
         team = serializers.CharField()
@@ -248,6 +249,7 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
     other answer as an outage and fails open). Reads only; the limit seen is remembered in the cache."""
 
     lean_methods = frozenset({"GET"})
+    retry_lost_connection = True  # reads only
 
     class OutputSerializer(serializers.Serializer):
         class TeamOutput(serializers.Serializer):

@@ -1,3 +1,4 @@
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from rest_framework.views import APIView
 
 from agentwatch_site.errors import RateLimited, api_error_response
@@ -38,18 +39,34 @@ class LeanDispatch:
     wrong one → 405) goes through DRF."""
 
     lean_methods: frozenset[str] = frozenset()
+    # For handlers that only read (the budget checks): a database connection lost in the middle of the request (a
+    # server restart or failover, a pooler recycling it, a terminated backend) is replaced and the request served
+    # once more, instead of a 503 that aw-sdk takes for an outage. (A connection found dead before the request's
+    # first query is replaced anyway by the health check.) Not for ingest: its commit may have happened.
+    retry_lost_connection = False
 
     def dispatch(self, request, *args, **kwargs):
         if request.method not in self.lean_methods:
             return super().dispatch(request, *args, **kwargs)
         self.args, self.kwargs, self.request = args, kwargs, request
         try:
-            self._authorize(request)
-            response = getattr(self, request.method.lower())(request, *args, **kwargs)
+            response = self._serve(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every error becomes the envelope, as DRF's handler does
-            response = api_error_response(exc)
+            response = None
+            if self.retry_lost_connection and _connection_lost(exc):
+                connections[DEFAULT_DB_ALIAS].close()
+                try:
+                    response = self._serve(request, *args, **kwargs)
+                except Exception as again:  # noqa: BLE001
+                    exc = again
+            if response is None:
+                response = api_error_response(exc)
         response["Allow"] = ", ".join(self.allowed_methods)  # as DRF's finalize_response sets it
         return response
+
+    def _serve(self, request, *args, **kwargs):
+        self._authorize(request)
+        return getattr(self, request.method.lower())(request, *args, **kwargs)
 
     def _authorize(self, request) -> None:
         """What DRF's initial() does for these views, in its order: authenticate, check the scope, count the
@@ -59,3 +76,11 @@ class LeanDispatch:
         throttle = TenantRateThrottle()
         if not throttle.allow_request(request, self):
             self.throttled(request, throttle.wait())
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """A database error that left this thread's connection closed (not a query's own failure)."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    raw = connections[DEFAULT_DB_ALIAS].connection
+    return raw is None or bool(getattr(raw, "closed", False))

@@ -102,3 +102,46 @@ def test_make_refuses_to_start_the_production_processes_without_redis(target):
                             text=True, timeout=60)
     assert result.returncode != 0
     assert "REDIS_URL is not set" in result.stdout
+
+
+FROZEN_IN_A_TRANSACTION = """
+import sys, time
+from django.db import connection, transaction
+try:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(424242)")
+        print("locked", flush=True)
+        time.sleep(4)  # a frozen worker: no statement, the transaction open
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    print("still open", flush=True)
+except Exception as exc:
+    print("ended", type(exc).__name__, flush=True)
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="PostgreSQL only")
+def test_a_process_frozen_in_a_transaction_loses_its_locks_after_the_idle_timeout():
+    """A worker host that stops mid-transaction would hold a team's roll-up rows until its connection died, and
+    every other worker recording for the team would wait. PostgreSQL ends the transaction after
+    DB_IDLE_IN_TRANSACTION_TIMEOUT seconds of idleness (60 by default; 1 here)."""
+    import psycopg
+    from django.db import connection
+
+    env = {**os.environ, "DB_IDLE_IN_TRANSACTION_TIMEOUT": "1"}
+    frozen = subprocess.Popen([sys.executable, "manage.py", "shell", "--no-imports", "-c", FROZEN_IN_A_TRANSACTION],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert frozen.stdout.readline().strip() == "locked"
+        params = {k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"}
+        with psycopg.connect(**params, autocommit=True) as other:
+            started = time.monotonic()
+            while not other.execute("SELECT pg_try_advisory_lock(424242)").fetchone()[0]:
+                assert time.monotonic() - started < 3.5, "the frozen transaction still holds its lock"
+                time.sleep(0.1)
+            other.execute("SELECT pg_advisory_unlock(424242)")
+        assert frozen.stdout.readline().split()[0] == "ended"
+    finally:
+        frozen.kill()
+        frozen.wait()

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from budgets.services import budget_upsert
+from tests.conftest import requires_production
 from usage.models import SessionState
 from usage.services.ingest import event_batch_ingest, parse_ingest_body
 from usage.services.recording import events_record_pending, last_limit_cache_key
@@ -309,3 +310,45 @@ def test_repeated_checks_on_one_connection_follow_every_change(tenant, telemetry
     body = ok(check(telemetry_api, query))
     assert body["spent_usd"] == pytest.approx(1.2)
     assert body["exceeded"] is True
+
+
+class TerminateOwnBackendOnce:
+    """An execute wrapper that has PostgreSQL terminate this connection's backend just before the wrapped
+    statement runs: a connection lost in the middle of a request (a restart, a failover, a pooler recycling it)."""
+
+    def __init__(self):
+        self.fired = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        if not self.fired:
+            import psycopg
+
+            self.fired += 1
+            pid = context["connection"].connection.info.backend_pid
+            settings = context["connection"].get_connection_params()
+            with psycopg.connect(**{k: v for k, v in settings.items() if k != "cursor_factory"},
+                                 autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        return execute(sql, params, many, context)
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/v1/budget-check?session_id=lost-1&limit_usd=0.001",
+                                  "/v1/teams/budget-check?team=search"])
+def test_a_connection_lost_mid_check_is_replaced_and_the_check_still_answers(tenant, admin_api, path):
+    """The check only reads, so it is served again on a new connection: a 503 would be an outage to aw-sdk."""
+    budget_upsert(tenant=tenant, team_name="search", monthly_budget_usd=Decimal("10"))
+    record(tenant, session_id="lost-1", tokens=1000, team="search")  # $0.003
+    admin_api.get(path)  # authenticated once: the key is remembered, so the check's own read comes first
+    wrapper = TerminateOwnBackendOnce()
+    with connection.execute_wrapper(wrapper):
+        response = check(admin_api, path.partition("?")[2]) if path.startswith("/v1/budget-check") else \
+            admin_api.get(path)
+    assert wrapper.fired == 1
+    assert response.status_code == 200, response.content
+    body = response.json()
+    if "exceeded" in body:
+        assert (body["exceeded"], body["spent_usd"]) == (True, 0.003)
+    else:
+        assert (body["current_spend"], body["status"]) == (0.003, "ok")
