@@ -6,7 +6,7 @@ from celery import current_app, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
-from django.db import OperationalError
+from django.db import OperationalError, connection
 
 from agentwatch_site.metrics import EVENTS_QUARANTINED, EVENTS_RECORDED
 from usage.services.ingest import WAKE_KEY, WAKE_SKIP_SECONDS, WAKE_TTL_SECONDS
@@ -47,6 +47,14 @@ def _dispatch_followups(result: RecordResult) -> None:
 assert WAKE_SKIP_SECONDS < RECORD_LINGER_SECONDS, "a skipped wake-up must fall inside the run's linger"
 
 
+def _time_limit_inside(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            return True
+        exc = exc.__context__
+    return False
+
+
 def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float = 0.0) -> int:
     """Record pending events batch by batch until none is left (or time is up: the next wake-up goes on).
     With `linger`, an empty claim ends the run only if it started at least that long after the run did."""
@@ -57,14 +65,21 @@ def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float
     while (claim_started := time.monotonic()) < deadline:
         try:
             result = events_record_pending()
-        except OperationalError as exc:
-            # A deadlock or serialisation failure rolled the whole batch back; nothing was counted. Try again.
-            logger.warning("recording batch rolled back, retrying error=%s", exc)
-            time.sleep(0.05)
-            continue
         except SoftTimeLimitExceeded:
             raise
-        except Exception:  # noqa: BLE001 - retrying the same batch would fail forever: narrow it down instead
+        except Exception as exc:
+            if _time_limit_inside(exc):
+                # The time limit struck while a query ran (blocked on a lock): the rollback then failed on the busy
+                # connection, hiding it. Not the batch's fault: the connection is dropped (so is the transaction)
+                # and the run ends as at any time limit; the next run records the batch.
+                connection.close()
+                raise SoftTimeLimitExceeded() from exc
+            if isinstance(exc, OperationalError):
+                # A deadlock or serialisation failure rolled the whole batch back; nothing was counted. Try again.
+                logger.warning("recording batch rolled back, retrying error=%s", exc)
+                time.sleep(0.05)
+                continue
+            # Retrying the same batch would fail forever: narrow it down instead.
             logger.exception("recording batch failed; recording the oldest events in smaller batches to find why")
             result = events_record_isolating(deadline=deadline)
             if not result.recorded and not result.quarantined:

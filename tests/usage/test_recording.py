@@ -423,3 +423,65 @@ def test_an_event_is_listed_under_its_teams_spelling_as_it_is_counted(tenant, ad
     listed = {e["event_id"]: e["team"] for e in admin_api.get("/v1/usage/events").json()["results"]}
     assert listed == {"first": "payments", "second": "payments"}
     assert set(DailySpend.objects.filter(tenant=tenant).values_list("team_name", flat=True)) == {"payments"}
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_a_time_limit_striking_a_query_blocked_on_a_lock_ends_the_run_without_blaming_the_batch(tenant, caplog):
+    """Celery's soft time limit is a signal: raised while a query waits on a row lock, the rollback then fails on
+    the busy connection. That is the run's time running out, not a bad batch: nothing is set aside, no isolating
+    pass runs on the broken connection, and the next run records the events once."""
+    import signal
+
+    import psycopg
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from usage.tasks import record_until_done
+
+    ingest(tenant, events_for(1))
+    events_record_pending()
+    ingest(tenant, events_for(3, session_id="blocked"))
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"}
+
+    def time_is_up(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, time_is_up)
+    try:
+        with psycopg.connect(**params) as other:  # holds the team's month roll-up, as a stuck worker would
+            other.execute("SELECT 1 FROM usage_monthlyteamspend WHERE tenant_id = %s FOR UPDATE", [tenant.pk])
+            signal.setitimer(signal.ITIMER_REAL, 1.0)
+            with pytest.raises(SoftTimeLimitExceeded):
+                record_until_done(max_seconds=20)
+            other.rollback()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "smaller batches" not in caplog.text
+    assert not UsageEvent.objects.exclude(record_error="").exists()
+    assert UsageEvent.objects.filter(recorded_at__isnull=True).count() == 3
+    assert record_until_done(max_seconds=20) == 3
+    assert SessionState.objects.get(session_id="blocked").events == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollback_failure_hiding_a_time_limit_is_read_as_the_time_limit(tenant, monkeypatch, caplog):
+    """What a worker logged when the signal struck mid-query under Celery: the rollback's ProgrammingError, with
+    the time limit as its context. Read as a bad batch, it started an isolating pass on the broken connection."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    from django.db import ProgrammingError
+
+    from usage import tasks
+
+    def interrupted():
+        try:
+            raise SoftTimeLimitExceeded()
+        except SoftTimeLimitExceeded:
+            raise ProgrammingError("can't change 'autocommit' now: connection in transaction status ACTIVE") from None
+
+    isolating = []
+    monkeypatch.setattr(tasks, "events_record_pending", interrupted)
+    monkeypatch.setattr(tasks, "events_record_isolating", lambda **kwargs: isolating.append(kwargs))
+    with pytest.raises(SoftTimeLimitExceeded):
+        tasks.record_until_done(max_seconds=5)
+    assert isolating == [] and "smaller batches" not in caplog.text

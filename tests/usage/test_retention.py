@@ -165,3 +165,35 @@ def test_the_purge_deletes_finished_webhook_deliveries_past_retention(tenant, ot
     assert left == {"old-pending", "recent", "other-old"}
     run = PurgeRun.objects.filter(dry_run=False).get()
     assert run.per_tenant["alice"]["webhook_deliveries"] == 2 and run.per_tenant["bob"]["webhook_deliveries"] == 0
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_that_loses_the_database_says_so_in_one_line_and_a_new_run_finishes(tenant, telemetry_api,
+                                                                                    recording):
+    import psycopg
+    from django.db import connection
+
+    tenant.retention_days = 7
+    tenant.save()
+    ingest(telemetry_api, 20, 19, 18, 2)
+    recording()
+    fired = []
+
+    def terminate_before_the_second_delete(execute, sql, params, many, context):
+        if "DELETE FROM usage_usageevent" in sql and len(fired) < 2:
+            fired.append(sql)
+            if len(fired) == 2:
+                settings = {k: v for k, v in context["connection"].get_connection_params().items()
+                            if k != "cursor_factory"}
+                with psycopg.connect(**settings, autocommit=True) as other:
+                    pid = context["connection"].connection.info.backend_pid
+                    other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        return execute(sql, params, many, context)
+
+    with (connection.execute_wrapper(terminate_before_the_second_delete),
+          pytest.raises(CommandError, match="run the purge again to go on from where it stopped")):
+        purge("--batch-size", "1", "--pause-ratio", "0")
+    connection.close()
+    purge("--batch-size", "1", "--pause-ratio", "0")
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 1

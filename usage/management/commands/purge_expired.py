@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError
 
 from agentwatch_site.errors import ApiError
 from usage.services.retention import PURGE_BATCH_SIZE, PURGE_PAUSE_RATIO, purge_expired
@@ -27,6 +28,10 @@ class Command(BaseCommand):
                                 progress=self.stdout.write)
         except ApiError as exc:
             raise CommandError(exc.message) from None
+        except (OperationalError, InterfaceError) as exc:
+            # Each batch commits on its own: what was deleted stays deleted, and a new run goes on from there.
+            raise CommandError(f"Lost the database ({str(exc).strip()[:200]}); run the purge again to go on "
+                               f"from where it stopped.") from None
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(f"{verb} {run.events_deleted} events and {run.sessions_deleted} idle session states.")
         for slug, row in sorted(run.per_tenant.items()):
