@@ -61,13 +61,26 @@ def test_empty_month_has_header_and_zero_totals(tenant, admin_api):
     assert rows[0][0] == "day" and rows[-1] == ["TOTAL", "", "", "", "0", "0", "0", "0.0000000000"]
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-1", "11-2026", "1999-12", "2026-11-01", "x" * 500, "٢٠٢٦-١١",
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "11-2026", "1999-11", "2026-11-01", "x" * 500, "٢٠٢٦-١١",
                                    "9999-12"])
 def test_bad_month_is_a_json_400(tenant, admin_api, month):
     response = admin_api.get("/v1/usage/export.csv", {"month": month}, HTTP_ACCEPT="text/csv")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert "month" in response.json()["error"]["fields"]
+
+
+def test_the_earliest_event_ingest_takes_can_be_exported_in_a_time_zone_west_of_utc(tenant, admin_api,
+                                                                                    telemetry_api, recording):
+    """2000-01-01T00:00Z, the earliest time ingest accepts, is 31 December 1999 in Etc/GMT+12."""
+    tenant.timezone = "Etc/GMT+12"
+    tenant.save()
+    response = telemetry_api.post("/v1/ingest", {"model": "gpt-4o", "prompt_tokens": 1_000_000, "team": "old",
+                                                 "timestamp": "2000-01-01T00:00:00Z"}, format="json")
+    assert response.status_code == 202
+    recording()
+    _, rows = export(admin_api, month="1999-12")
+    assert rows[1][:2] == ["1999-12-31", "old"] and rows[-1][-1] == "3.0000000000"
 
 
 def test_names_a_spreadsheet_would_run_as_formulas_are_defused(tenant, admin_api):
