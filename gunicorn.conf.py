@@ -1,21 +1,15 @@
 """gunicorn settings for production. Override with GUNICORN_* environment variables or CLI flags."""
 
+import importlib.util
 import json
-import logging
 import multiprocessing
 import os
+import subprocess
 import sys
 
 from gunicorn import glogging, util
 
-# The settings are loaded here, in the master, before it binds or forks: a bad environment variable stops gunicorn
-# with one line saying which, instead of every worker failing to boot with a traceback.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentwatch_site.settings")
-from agentwatch_site.env import settings_or_exit  # noqa: E402
-
-settings_or_exit("gunicorn")
-from django.conf import settings  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -44,27 +38,73 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", None)
-loglevel = settings.LOG_LEVEL.lower()
+loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower() or "info"  # until on_starting has read the settings
+
+# The master never imports the project: workers import it fresh (a HUP reload picks up new code and settings), and
+# `--env`/`raw_env` values, applied after this file is read, reach it. The settings are checked in a child
+# interpreter instead, in on_starting (after `--env` is applied, before binding or forking): a bad environment
+# variable stops gunicorn with one line saying which, not every worker failing to boot with a traceback.
+_CHECK_SETTINGS = """
+import json
+from agentwatch_site.env import settings_or_exit
+settings_or_exit("gunicorn")
+from django.conf import settings
+print(json.dumps({"level": settings.LOG_LEVEL, "json": settings.LOG_JSON}))
+"""
+
+
+def _checked_settings() -> dict:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE",
+                                                                   "agentwatch_site.settings")}
+    result = subprocess.run([sys.executable, "-c", _CHECK_SETTINGS], cwd=HERE, env=env, capture_output=True,
+                            text=True, timeout=120)
+    if result.returncode:
+        lines = result.stderr.strip().splitlines()
+        raise SystemExit(lines[-1] if lines else f"gunicorn: the settings check exited {result.returncode}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _formatters():
+    """agentwatch_site/logging.py loaded on its own (it imports only the standard library), not as part of the
+    project package."""
+    spec = importlib.util.spec_from_file_location("agentwatch_gunicorn_log_format",
+                                                  os.path.join(HERE, "agentwatch_site", "logging.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Logger(glogging.Logger):
-    """gunicorn's own lines (starting, booting and exiting workers, timeouts) in the format of every other line
-    (settings.LOGGING's: JSON with DEBUG off, with the request id field) at LOG_LEVEL. The access log, off unless
-    GUNICORN_ACCESSLOG names a file or "-", keeps gunicorn's format."""
+    """gunicorn's own lines (workers booting and exiting, timeouts, refused requests) in the format of every other
+    line — JSON with DEBUG off — at LOG_LEVEL, once on_starting has read the settings; their request id is "-".
+    gunicorn's handlers stay (stderr, or --error-logfile, syslog); only their format and level change. The access
+    log, off unless GUNICORN_ACCESSLOG names a file or "-", keeps gunicorn's format."""
+
+    settings_read: dict | None = None
 
     def setup(self, cfg):
         super().setup(cfg)
-        from agentwatch_site.logging import JsonFormatter, KeyValueFormatter, RequestIdFilter
-
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter() if settings.LOG_JSON else KeyValueFormatter())
-        handler.addFilter(RequestIdFilter())
-        for old in list(self.error_log.handlers):
-            self.error_log.removeHandler(old)
-        self.error_log.addHandler(handler)
+        read = type(self).settings_read
+        if read is None:
+            return
+        log_format = _formatters()
+        formatter = log_format.JsonFormatter() if read["json"] else log_format.KeyValueFormatter()
+        for handler in self.error_log.handlers:
+            handler.setFormatter(formatter)
+        self.error_log.setLevel(read["level"])
 
 
 logger_class = Logger
+
+
+def on_starting(server):
+    type(server.log).settings_read = _checked_settings()
+    server.log.setup(server.cfg)
+
+
+def on_reload(server):
+    """HUP: the workers about to start will read the settings again, so they are checked again."""
+    on_starting(server)
 # gunicorn's control socket (for `gunicornc`) defaults to one path per user, so a second gunicorn on the machine
 # would take it over from the first: off unless the operator names a path for this instance.
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
@@ -88,10 +128,9 @@ _ERROR_CODES = {
     400: ("invalid_request_error", "malformed_request", "The request could not be read as HTTP"),
     403: ("permission_error", "forbidden", "The request was refused"),
     414: ("invalid_request_error", "request_line_too_long",
-          f"The request line (method, path and query string) is over {limit_request_line} bytes"),
+          "The request line (method, path and query string) is too long"),
     417: ("invalid_request_error", "expectation_failed", "The Expect header cannot be met"),
-    431: ("invalid_request_error", "headers_too_large",
-          f"Too many request headers (at most {limit_request_fields}) or one over {limit_request_field_size} bytes"),
+    431: ("invalid_request_error", "headers_too_large", "Too many request headers, or one too large"),
     501: ("invalid_request_error", "unsupported_transfer_coding", "This transfer coding is not supported"),
 }
 _MESSAGE_MAX = 300
@@ -103,7 +142,8 @@ def write_json_error(sock, status_int, reason, mesg):
     message = f"{summary}: {mesg}" if mesg else f"{summary}."
     if len(message) > _MESSAGE_MAX:
         message = message[:_MESSAGE_MAX - 1] + "…"
-    body = json.dumps({"error": {"type": kind, "code": code, "message": message, "request_id": None}}).encode()
+    # No request id: the request never reached the application ("-", as in the logs).
+    body = json.dumps({"error": {"type": kind, "code": code, "message": message, "request_id": "-"}}).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
     util.write_nonblock(sock, head + body)

@@ -7,9 +7,10 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentwatch_site.settings")
     from django.core.management import execute_from_command_line
 
-    from agentwatch_site.env import settings_or_exit
+    if not any(arg.startswith("--settings") for arg in sys.argv[1:]):
+        from agentwatch_site.env import settings_or_exit
 
-    settings_or_exit("manage.py")
+        settings_or_exit("manage.py")  # other settings modules: Django reads them (and reports) itself
 
     execute_from_command_line(sys.argv)
 

@@ -1,5 +1,6 @@
 """Parse configuration from the environment; a bad value fails loudly at start-up."""
 
+import ipaddress
 import math
 import os
 import re
@@ -134,17 +135,26 @@ def env_log_level(name: str, default: str) -> str:
     return raw.upper()
 
 
-# A host name, an IP address, "[ipv6]", a leading-dot domain (".example.com") or "*": what Django matches against
-# the Host header. A scheme, a port or a path in an entry would silently match nothing.
-_ALLOWED_HOST = re.compile(r"^(\*|\.?[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*\.?|\[[0-9A-Fa-f:.]+\])$")
+# What Django matches against the Host header: "*", a name or IPv4 address, ".example.com" for a domain and its
+# subdomains, or "[ipv6]". Anything else — a scheme, a port, a path, a "*." wildcard, a trailing dot — silently
+# matches nothing, and every request would get 400.
+_ALLOWED_HOST = re.compile(r"^(\*|\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])$")
 
 
 def check_allowed_hosts(name: str, hosts: list[str]) -> list[str]:
     for host in hosts:
-        if not _ALLOWED_HOST.match(host):
+        valid = bool(_ALLOWED_HOST.match(host))
+        if valid and host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                valid = False
+        if not valid:
             raise ImproperlyConfigured(
-                f"{name} entry {host!r} is not a host name: list names or addresses only, comma-separated, without "
-                f"a scheme, port or path (e.g. {name}=agentwatch.example.com,10.0.0.5)."
+                f"{name} entry {host!r} is not a host name Django can match: list names or addresses, "
+                f"comma-separated, without a scheme, port, path or trailing dot; '.example.com' for a domain and its "
+                f"subdomains (not '*.example.com'), IPv6 in brackets ('[::1]'), international names in their "
+                f"xn-- form (e.g. {name}=agentwatch.example.com,10.0.0.5)."
             )
     return hosts
 

@@ -33,14 +33,14 @@ EVENTS_QUARANTINED = Counter("agentwatch_events_quarantined_total",
                              "Usage events set aside because recording them failed (manage.py quarantined_events).")
 EVENTS_REJECTED = Counter("agentwatch_events_rejected_total", "Telemetry requests refused.", ["reason"])
 QUEUE_DEPTH = Gauge("agentwatch_recording_queue_depth", "Events accepted but not yet recorded.",
-                    multiprocess_mode="liveall")
+                    multiprocess_mode="mostrecent")
 INGEST_LAG = Gauge("agentwatch_ingest_lag_seconds", "Age of the oldest unrecorded event.",
-                   multiprocess_mode="liveall")
+                   multiprocess_mode="mostrecent")
 # Read from the database at each scrape, so right whichever process answers: the counters above count only in the
 # process that did the work (the recorded and quarantined ones in the Celery workers; see the module docstring).
 QUARANTINED = Gauge("agentwatch_quarantined_events",
                     "Usage events set aside now because recording them failed (manage.py quarantined_events).",
-                    multiprocess_mode="liveall")
+                    multiprocess_mode="mostrecent")
 
 
 class MetricsMiddleware:

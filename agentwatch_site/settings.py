@@ -124,8 +124,10 @@ if DATABASE_URL:
         # off, as a transaction-mode pooler that refuses start-up options needs.
         idle_seconds = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT", 60, minimum=0)
         if idle_seconds:
-            DATABASES["default"]["OPTIONS"].setdefault(
-                "options", f"-c idle_in_transaction_session_timeout={idle_seconds * 1000}")
+            # Added to any `options` the DATABASE_URL carries (e.g. ?options=-c%20search_path%3Dagentwatch).
+            extra = DATABASES["default"]["OPTIONS"].get("options", "")
+            DATABASES["default"]["OPTIONS"]["options"] = " ".join(filter(None, [
+                extra, f"-c idle_in_transaction_session_timeout={idle_seconds * 1000}"]))
         # The hot-path statements (agentwatch_site/db.py) are prepared once per connection; the ORM's statements
         # are bound on the client and never prepared. Behind a transaction-mode pooler (PgBouncer < 1.21) set
         # DB_PREPARED_STATEMENTS=0.

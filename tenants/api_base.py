@@ -1,3 +1,5 @@
+import logging
+
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from rest_framework.views import APIView
 
@@ -5,6 +7,8 @@ from agentwatch_site.errors import RateLimited, api_error_response
 from tenants.authentication import ApiKeyAuthentication
 from tenants.permissions import HasApiScope
 from tenants.ratelimit import ADMIN, TELEMETRY, TenantRateThrottle
+
+logger = logging.getLogger(__name__)
 
 
 class TenantApi(APIView):
@@ -49,24 +53,29 @@ class LeanDispatch:
         if request.method not in self.lean_methods:
             return super().dispatch(request, *args, **kwargs)
         self.args, self.kwargs, self.request = args, kwargs, request
+        handler = getattr(self, request.method.lower())
+        authorized = False
         try:
-            response = self._serve(request, *args, **kwargs)
+            self._authorize(request)
+            authorized = True
+            response = handler(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every error becomes the envelope, as DRF's handler does
             response = None
             if self.retry_lost_connection and _connection_lost(exc):
+                # Authenticated and counted once: only the handler runs again, on a new connection.
+                logger.warning("database connection lost mid-request; serving it again path=%s error=%s",
+                               request.path, str(exc).strip()[:200])
                 connections[DEFAULT_DB_ALIAS].close()
                 try:
-                    response = self._serve(request, *args, **kwargs)
+                    if not authorized:
+                        self._authorize(request)
+                    response = handler(request, *args, **kwargs)
                 except Exception as again:  # noqa: BLE001
                     exc = again
             if response is None:
                 response = api_error_response(exc)
         response["Allow"] = ", ".join(self.allowed_methods)  # as DRF's finalize_response sets it
         return response
-
-    def _serve(self, request, *args, **kwargs):
-        self._authorize(request)
-        return getattr(self, request.method.lower())(request, *args, **kwargs)
 
     def _authorize(self, request) -> None:
         """What DRF's initial() does for these views, in its order: authenticate, check the scope, count the
@@ -79,8 +88,9 @@ class LeanDispatch:
 
 
 def _connection_lost(exc: Exception) -> bool:
-    """A database error that left this thread's connection closed (not a query's own failure)."""
+    """A database error that closed this thread's open connection (not a query's own failure, and not a failed
+    connect: an unreachable database would only be waited for twice)."""
     if not isinstance(exc, (OperationalError, InterfaceError)):
         return False
     raw = connections[DEFAULT_DB_ALIAS].connection
-    return raw is None or bool(getattr(raw, "closed", False))
+    return raw is not None and bool(getattr(raw, "closed", False))

@@ -138,6 +138,19 @@ def database_url_for_subprocess() -> str:
     return f"postgres://{auth}@{host}:{port}/{cfg['NAME']}"
 
 
+def psycopg_params() -> dict:
+    """What psycopg.connect() needs to open a second connection to the test database (PostgreSQL)."""
+    return {k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"}
+
+
+def terminate_backend(db) -> None:
+    """Have PostgreSQL end the server process of Django connection `db`, as a restart or failover would."""
+    import psycopg
+
+    with psycopg.connect(**psycopg_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [db.connection.info.backend_pid])
+
+
 def subprocess_env(**extra) -> dict:
     env = dict(os.environ)
     env.update({

@@ -122,20 +122,22 @@ except Exception as exc:
 
 
 @pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
 def test_a_process_frozen_in_a_transaction_loses_its_locks_after_the_idle_timeout():
     """A worker host that stops mid-transaction would hold a team's roll-up rows until its connection died, and
     every other worker recording for the team would wait. PostgreSQL ends the transaction after
     DB_IDLE_IN_TRANSACTION_TIMEOUT seconds of idleness (60 by default; 1 here)."""
     import psycopg
-    from django.db import connection
 
-    env = {**os.environ, "DB_IDLE_IN_TRANSACTION_TIMEOUT": "1"}
+    from tests.conftest import database_url_for_subprocess, psycopg_params
+
+    # The test database: an advisory lock is per database.
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "DB_IDLE_IN_TRANSACTION_TIMEOUT": "1"}
     frozen = subprocess.Popen([sys.executable, "manage.py", "shell", "--no-imports", "-c", FROZEN_IN_A_TRANSACTION],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert frozen.stdout.readline().strip() == "locked"
-        params = {k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"}
-        with psycopg.connect(**params, autocommit=True) as other:
+        with psycopg.connect(**psycopg_params(), autocommit=True) as other:
             started = time.monotonic()
             while not other.execute("SELECT pg_try_advisory_lock(424242)").fetchone()[0]:
                 assert time.monotonic() - started < 3.5, "the frozen transaction still holds its lock"

@@ -10,7 +10,12 @@ from django.db import OperationalError, connection
 
 from agentwatch_site.metrics import EVENTS_QUARANTINED, EVENTS_RECORDED
 from usage.services.ingest import WAKE_KEY, WAKE_SKIP_SECONDS, WAKE_TTL_SECONDS
-from usage.services.recording import RecordResult, events_record_isolating, events_record_pending
+from usage.services.recording import (
+    RecordResult,
+    events_record_isolating,
+    events_record_pending,
+    time_limit_inside,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +52,6 @@ def _dispatch_followups(result: RecordResult) -> None:
 assert WAKE_SKIP_SECONDS < RECORD_LINGER_SECONDS, "a skipped wake-up must fall inside the run's linger"
 
 
-def _time_limit_inside(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, SoftTimeLimitExceeded):
-            return True
-        exc = exc.__context__
-    return False
-
-
 def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float = 0.0) -> int:
     """Record pending events batch by batch until none is left (or time is up: the next wake-up goes on).
     With `linger`, an empty claim ends the run only if it started at least that long after the run did."""
@@ -68,10 +65,9 @@ def record_until_done(*, max_seconds: float = RECORD_LOOP_SECONDS, linger: float
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:
-            if _time_limit_inside(exc):
-                # The time limit struck while a query ran (blocked on a lock): the rollback then failed on the busy
-                # connection, hiding it. Not the batch's fault: the connection is dropped (so is the transaction)
-                # and the run ends as at any time limit; the next run records the batch.
+            if time_limit_inside(exc):
+                # Not the batch's fault: the connection is dropped (so is the transaction) and the run ends as at
+                # any time limit; the next run records the batch.
                 connection.close()
                 raise SoftTimeLimitExceeded() from exc
             if isinstance(exc, OperationalError):

@@ -137,10 +137,16 @@
     return more;
   }
 
+  function loadingOlder() {
+    var more = document.getElementById("activity-more");
+    return !!more && (more.classList.contains("htmx-request") || !!more.querySelector(".htmx-request"));
+  }
+
   function trimLiveList(before) {
     var list = document.getElementById("event-list");
     var max = list && parseInt(list.getAttribute("data-max-rows"), 10);
-    if (!max) return;
+    // Not while "Load older events" is on its way: its rows follow the last row shown when it was clicked.
+    if (!max || loadingOlder()) return;
     var rows = liveRows(list);
     var drop = Math.min(rows.length - before, rows.length - max);
     if (drop <= 0) return;
@@ -153,7 +159,7 @@
 
   document.addEventListener("htmx:beforeRequest", function (event) {
     var list = document.getElementById("event-list");
-    if (list && event.detail.elt.id === POLLER) rowsBeforePoll = liveRows(list).length;
+    if (list && event.detail.elt.id === POLLER) rowsBeforePoll = loadingOlder() ? null : liveRows(list).length;
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {

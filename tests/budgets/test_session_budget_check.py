@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from budgets.services import budget_upsert
-from tests.conftest import requires_production
+from tests.conftest import requires_production, terminate_backend
 from usage.models import SessionState
 from usage.services.ingest import event_batch_ingest, parse_ingest_body
 from usage.services.recording import events_record_pending, last_limit_cache_key
@@ -321,14 +321,8 @@ class TerminateOwnBackendOnce:
 
     def __call__(self, execute, sql, params, many, context):
         if not self.fired:
-            import psycopg
-
             self.fired += 1
-            pid = context["connection"].connection.info.backend_pid
-            settings = context["connection"].get_connection_params()
-            with psycopg.connect(**{k: v for k, v in settings.items() if k != "cursor_factory"},
-                                 autocommit=True) as other:
-                other.execute("SELECT pg_terminate_backend(%s)", [pid])
+            terminate_backend(context["connection"])
         return execute(sql, params, many, context)
 
 

@@ -74,15 +74,20 @@ def test_debug_off_without_allowed_hosts_refuses_to_start():
 
 
 @pytest.mark.parametrize("value", ["https://agentwatch.example.com", "agentwatch.example.com:8000",
-                                   "agentwatch.example.com 127.0.0.1", "agentwatch.example.com/api"])
+                                   "agentwatch.example.com 127.0.0.1", "agentwatch.example.com/api",
+                                   "*.example.com", "ex*ample.com", "example.com.", "::1", "[:]", "bücher.de"])
 def test_an_allowed_hosts_entry_that_is_not_a_host_name_refuses_to_start(value):
     # Django would match it against no Host header: every request, /healthz included, would get 400.
+    from django.http.request import validate_host
+
+    assert not any(validate_host(host, [value]) for host in ("agentwatch.example.com", "www.example.com",
+                                                             "example.com", "[::1]", "xn--bcher-kva.de"))
     result = run_manage("check", **{**PRODUCTION_ENV, "ALLOWED_HOSTS": f"localhost,{value}"})
-    assert f"ALLOWED_HOSTS entry {value!r} is not a host name" in one_line_error(result)
+    assert f"ALLOWED_HOSTS entry {value!r} is not a host name Django can match" in one_line_error(result)
 
 
 def test_allowed_hosts_takes_names_addresses_subdomain_patterns_and_a_wildcard():
-    hosts = "agentwatch.example.com,.example.org,10.0.0.5,[::1],*,localhost"
+    hosts = "agentwatch.example.com,.example.org,10.0.0.5,[::1],*,localhost,xn--bcher-kva.de,my_host"
     result = run_manage("check", **{**PRODUCTION_ENV, "ALLOWED_HOSTS": hosts})
     assert result.returncode == 0, result.stderr
 

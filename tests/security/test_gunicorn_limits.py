@@ -54,7 +54,7 @@ def test_a_10_kb_header_gets_431_never_a_5xx(gunicorn_server, header):
     assert reply.startswith(b"HTTP/1.1 431")
     error = envelope(reply)
     assert (error["type"], error["code"]) == ("invalid_request_error", "headers_too_large")
-    assert "8190 bytes" in error["message"]
+    assert "Too many request headers, or one too large" in error["message"]
     assert b"AAAA" not in reply  # the header's value is not echoed back
 
 
@@ -65,7 +65,7 @@ def test_a_request_line_over_the_limit_gets_a_json_414(gunicorn_server):
     assert reply.startswith(b"HTTP/1.1 414")
     error = envelope(reply)
     assert (error["type"], error["code"]) == ("invalid_request_error", "request_line_too_long")
-    assert "query string" in error["message"]
+    assert "query string" in error["message"] and "> 8190)" in error["message"]
 
 
 @requires_production

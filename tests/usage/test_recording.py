@@ -14,7 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tenants.models import Team
-from tests.conftest import WorkerProcess, requires_production, wait_until_recorded
+from tests.conftest import WorkerProcess, psycopg_params, requires_production, wait_until_recorded
 from usage.models import DailySpend, HourlySpend, MonthlyTeamSpend, SessionState, UsageEvent
 from usage.services.ingest import event_batch_ingest, parse_ingest_body
 from usage.services.recording import events_record_pending
@@ -441,7 +441,7 @@ def test_a_time_limit_striking_a_query_blocked_on_a_lock_ends_the_run_without_bl
     ingest(tenant, events_for(1))
     events_record_pending()
     ingest(tenant, events_for(3, session_id="blocked"))
-    params = {k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"}
+    params = psycopg_params()
 
     def time_is_up(signum, frame):
         raise SoftTimeLimitExceeded()

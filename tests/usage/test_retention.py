@@ -171,8 +171,9 @@ def test_the_purge_deletes_finished_webhook_deliveries_past_retention(tenant, ot
 @pytest.mark.django_db(transaction=True)
 def test_a_purge_that_loses_the_database_says_so_in_one_line_and_a_new_run_finishes(tenant, telemetry_api,
                                                                                     recording):
-    import psycopg
     from django.db import connection
+
+    from tests.conftest import terminate_backend
 
     tenant.retention_days = 7
     tenant.save()
@@ -184,11 +185,7 @@ def test_a_purge_that_loses_the_database_says_so_in_one_line_and_a_new_run_finis
         if "DELETE FROM usage_usageevent" in sql and len(fired) < 2:
             fired.append(sql)
             if len(fired) == 2:
-                settings = {k: v for k, v in context["connection"].get_connection_params().items()
-                            if k != "cursor_factory"}
-                with psycopg.connect(**settings, autocommit=True) as other:
-                    pid = context["connection"].connection.info.backend_pid
-                    other.execute("SELECT pg_terminate_backend(%s)", [pid])
+                terminate_backend(context["connection"])
         return execute(sql, params, many, context)
 
     with (connection.execute_wrapper(terminate_before_the_second_delete),

@@ -152,6 +152,17 @@ def events_record_isolating(*, window: int = ISOLATE_WINDOW, deadline: float | N
     return total
 
 
+def time_limit_inside(exc: BaseException | None) -> bool:
+    """Celery's soft time limit is a signal: raised while a query waits (on a lock), the rollback that follows
+    fails on the busy connection, and that error is what surfaces. It is the run's time running out, not the
+    events' fault: the caller drops the connection (and so the transaction) and ends the run."""
+    while exc is not None:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            return True
+        exc = exc.__context__
+    return False
+
+
 def _record_or_split(ids: list[int], total: RecordResult, failing: list[tuple[int, Exception]],
                      deadline: float | None) -> None:
     if not ids or (deadline is not None and time.monotonic() >= deadline):
@@ -163,6 +174,9 @@ def _record_or_split(ids: list[int], total: RecordResult, failing: list[tuple[in
         except (OperationalError, SoftTimeLimitExceeded):
             raise  # a lost race, an outage or the task's time limit: not the events' fault
         except Exception as exc:  # noqa: BLE001 - any other failure is narrowed down to the events causing it
+            if time_limit_inside(exc):
+                connection.close()  # the rollback failed on the busy connection (see time_limit_inside)
+                raise SoftTimeLimitExceeded() from exc
             if attempt + 1 < attempts:
                 continue
             if len(ids) == 1:
@@ -497,8 +511,11 @@ def _last_limits(tenant: Tenant, session_ids: list[str]) -> dict[str, Decimal]:
             continue
         # A "no limit" value such as 1e12 does not fit numeric(20,10), nor does 1e-20000 (too many decimal places,
         # rounded up as the check compares it): one such row would fail every batch.
-        if limit.is_finite() and Decimal(0) <= limit < MAX_STORED_MONEY:
-            limits[keys[key]] = quantize(limit, COST_QUANTUM, rounding=ROUND_CEILING)
+        if not limit.is_finite() or limit < 0:
+            continue
+        limit = quantize(limit, COST_QUANTUM, rounding=ROUND_CEILING)
+        if limit < MAX_STORED_MONEY:
+            limits[keys[key]] = limit
     return limits
 
 
