@@ -376,10 +376,11 @@ class UsageExportCsvApi(TenantApi):
             match = _MONTH.match(month_text)
             # From 1999-12: ingest takes times from 2000-01-01 UTC, which is still December 1999 in a time zone
             # west of UTC. 9999-12 has no next month to end at.
-            month = datetime.date(int(match.group(1)), int(match.group(2)), 1) if match else None
-            if month is None or not datetime.date(1999, 12, 1) <= month <= datetime.date(9998, 12, 1):
+            year_month = (int(match.group(1)), int(match.group(2))) if match else None
+            if year_month is None or not (1999, 12) <= year_month <= (9998, 12):
                 raise validation_error({"month": ["Must be a month as YYYY-MM between 1999-12 and 9998-12, "
                                                   "e.g. 2026-11."]})
+            month = datetime.date(*year_month, 1)
         else:
             month = tenant_month_days(request.tenant)[0]
         group_by = _parse_group_by(request.query_params.get("group_by")) or list(SUMMARY_DIMENSIONS)

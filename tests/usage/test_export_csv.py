@@ -62,7 +62,7 @@ def test_empty_month_has_header_and_zero_totals(tenant, admin_api):
 
 
 @pytest.mark.parametrize("month", ["2026-13", "2026-1", "11-2026", "1999-11", "2026-11-01", "x" * 500, "٢٠٢٦-١١",
-                                   "9999-12"])
+                                   "9999-12", "0000-01", "0001-01"])
 def test_bad_month_is_a_json_400(tenant, admin_api, month):
     response = admin_api.get("/v1/usage/export.csv", {"month": month}, HTTP_ACCEPT="text/csv")
     assert response.status_code == 400
