@@ -33,11 +33,14 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class StrictCharField(serializers.CharField):
-    """A JSON string only (DRF's CharField turns 42 into "42")."""
+    """A JSON string only (DRF's CharField turns 42 into "42"), within max_length as sent: DRF measures it after
+    trimming, so "\r" + 100 characters passed a documented maxLength of 100."""
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 

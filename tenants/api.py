@@ -5,6 +5,7 @@ from rest_framework.response import Response
 
 from agentwatch_site.errors import Conflict, NotFound, validation_error
 from agentwatch_site.openapi import error_response
+from agentwatch_site.serializers import StrictCharField
 from tenants.api_base import TenantApi
 from tenants.keys import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from tenants.models import ApiKey
@@ -85,15 +86,6 @@ class ApiKeyOutput(serializers.Serializer):
 
 class ApiKeyCreatedOutput(ApiKeyOutput):
     key = serializers.CharField(help_text="The full secret. Shown once, in this response only: store it now.")
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string only: DRF's CharField would turn 0 or true into "0" / "True"."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class ApiKeyListCreateApi(TenantApi):
