@@ -17,7 +17,7 @@ import functools
 import time
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 
 
 def _run(sql: str, params: list | tuple, *, fetch: str | None):
@@ -95,3 +95,20 @@ def execute(sql: str, params: list | tuple) -> int:
     """Run one write and return its row count. `sql` must be a constant per shape (it names a prepared
     statement)."""
     return _run(sql, params, fetch=None)
+
+
+def connection_lost(exc: Exception, *, opened=None) -> bool:
+    """Whether `exc` is a database error that ended this thread's connection — a server restart or failover, a
+    pooler recycling it, a terminated backend — rather than a statement's own failure or a failed connect (an
+    unreachable database is not worth asking twice: it would only be waited for twice).
+
+    After such an error the raw connection is closed (a failed connect never leaves one behind). Inside
+    transaction.atomic, Django drops the connection when the rollback fails, and its exit may already have opened
+    the next one: that counts only when `opened`, the raw connection open when the work began, is given and is no
+    longer the one in use."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    raw = connections[DEFAULT_DB_ALIAS].connection
+    if opened is not None and raw is not opened:
+        return True
+    return raw is not None and bool(getattr(raw, "closed", False))

@@ -1,8 +1,9 @@
 import logging
 
-from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from rest_framework.views import APIView
 
+from agentwatch_site.db import connection_lost
 from agentwatch_site.errors import RateLimited, api_error_response
 from tenants.authentication import ApiKeyAuthentication
 from tenants.permissions import HasApiScope
@@ -46,7 +47,8 @@ class LeanDispatch:
     # For handlers that only read (the budget checks): a database connection lost in the middle of the request (a
     # server restart or failover, a pooler recycling it, a terminated backend) is replaced and the request served
     # once more, instead of a 503 that aw-sdk takes for an outage. (A connection found dead before the request's
-    # first query is replaced anyway by the health check.) Not for ingest: its commit may have happened.
+    # first query is replaced anyway by the health check.) Ingest repeats only its INSERT, itself
+    # (usage.services.ingest.event_batch_ingest).
     retry_lost_connection = False
 
     def dispatch(self, request, *args, **kwargs):
@@ -61,7 +63,7 @@ class LeanDispatch:
             response = handler(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every error becomes the envelope, as DRF's handler does
             response = None
-            if self.retry_lost_connection and _connection_lost(exc):
+            if self.retry_lost_connection and connection_lost(exc):
                 # Authenticated and counted once: only the handler runs again, on a new connection.
                 logger.warning("database connection lost mid-request; serving it again path=%s error=%s",
                                request.path, str(exc).strip()[:200])
@@ -86,11 +88,3 @@ class LeanDispatch:
         if not throttle.allow_request(request, self):
             self.throttled(request, throttle.wait())
 
-
-def _connection_lost(exc: Exception) -> bool:
-    """A database error that closed this thread's open connection (not a query's own failure, and not a failed
-    connect: an unreachable database would only be waited for twice)."""
-    if not isinstance(exc, (OperationalError, InterfaceError)):
-        return False
-    raw = connections[DEFAULT_DB_ALIAS].connection
-    return raw is not None and bool(getattr(raw, "closed", False))

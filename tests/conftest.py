@@ -249,6 +249,21 @@ def wait_until_recorded(timeout: float = 30.0) -> None:
 SLOW_MARKERS = ("faults", "browser", "schemathesis")
 
 
+def wait_for_sdk_events(client, count: int, timeout: float = 20.0) -> None:
+    """aw-sdk posts from a background thread: wait until the server has stored `count` events and answered every
+    post `client` queued. (In the embedded configuration the server records the events inside that request, on
+    the database connection the test shares with the live server: the test must not use it before then.)"""
+    from usage.models import UsageEvent
+
+    posts = client._logger._queue  # aw-sdk 1.0.1's queue of posts; each is done once it has had its answer
+    deadline = time.monotonic() + timeout
+    while posts.unfinished_tasks or UsageEvent.objects.count() < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{UsageEvent.objects.count()} of {count} events arrived after {timeout}s "
+                                 f"({posts.unfinished_tasks} posts unanswered)")
+        time.sleep(0.05)
+
+
 def pytest_collection_modifyitems(config, items):
     """The slow suites run once, on the production configuration (PostgreSQL + Redis), not twice.
     In production mode, a test that waits for a worker process must commit what it writes, so it runs

@@ -91,7 +91,8 @@ class IngestApi(LeanDispatch, TelemetryApi):
         responses={
             202: OutputSerializer,
             413: error_response("Body over 1 MiB."),
-            503: error_response("The database cannot take the events now (nothing was accepted); retry."),
+            503: error_response("The database cannot take the events now; retry (events sent with an event_id are "
+                                 "never stored twice)."),
         },
         examples=[
             OpenApiExample("aw-sdk event", request_only=True, value={

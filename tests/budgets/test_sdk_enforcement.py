@@ -1,7 +1,6 @@
 """aw-sdk 1.0.1, unchanged, in enforcement mode against a live AgentWatch server and a local fake OpenAI."""
 
 import socket
-import time
 from decimal import Decimal
 
 import pytest
@@ -9,21 +8,12 @@ from agentwatch import AgentBudgetCheckUnavailable, AgentBudgetExceeded, Watched
 
 from budgets.services import budget_upsert
 from tenants.models import ApiKey
-from tests.conftest import make_key
+from tests.conftest import make_key, wait_for_sdk_events
 from tests.fakes import FakeOpenAI
 from usage.models import SessionState, UsageEvent
 
 # 1,000 + 200 tokens at the blended $3 per million: $0.0036 per call.
 CALL_COST = 0.0036
-
-
-def wait_for_events(count: int, timeout: float = 20.0) -> None:
-    """aw-sdk posts from a background thread: wait until the server has stored every event."""
-    deadline = time.monotonic() + timeout
-    while UsageEvent.objects.count() < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{UsageEvent.objects.count()} of {count} events arrived after {timeout}s")
-        time.sleep(0.05)
 
 
 def enforced_client(fake, server_url: str, key: str, **agentwatch):
@@ -39,7 +29,7 @@ def ask(client):
 
 def call_and_wait_recorded(client, recording, total_events: int) -> None:
     ask(client)
-    wait_for_events(total_events)
+    wait_for_sdk_events(client, total_events)
     recording()
 
 

@@ -4,6 +4,7 @@ import pytest
 from django.utils import timezone
 
 from tenants.models import RejectedTelemetry, Team
+from tests.conftest import requires_production
 from usage.models import DailySpend, SessionState, UsageEvent
 
 SDK_EVENT = {
@@ -236,3 +237,89 @@ def test_a_no_limit_value_on_budget_check_does_not_stop_recording(tenant, teleme
     recording()
     assert SessionState.objects.get(tenant=tenant, session_id="big").events == 1
     assert SessionState.objects.get(tenant=tenant, session_id="other").events == 1
+
+
+# --- A connection lost under the INSERT ---------------------------------------------------------------------
+
+class LoseConnectionOnce:
+    """An execute wrapper that ends this connection's server process once, on the first INSERT into the events
+    table: `before` the statement runs (it never reaches the database), or `after` it committed, while the answer
+    is on its way back (a restart or failover between the commit and the reply)."""
+
+    def __init__(self, when: str):
+        self.when, self.fired, self.committed = when, 0, None
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.fired or not sql.lstrip().upper().startswith("INSERT INTO") or UsageEvent._meta.db_table not in sql:
+            return execute(sql, params, many, context)
+        self.fired += 1
+        from tests.conftest import terminate_backend
+
+        db = context["connection"]
+        if self.when == "before":
+            terminate_backend(db)
+            return execute(sql, params, many, context)
+        result = execute(sql, params, many, context)
+        self.committed = _rows_seen_from_another_connection()
+        terminate_backend(db)
+        with db.wrap_database_errors:
+            db.connection.execute("SELECT 1")  # the client learns of it here: the connection is now closed
+        return result
+
+
+def _rows_seen_from_another_connection() -> int:
+    import psycopg
+
+    from tests.conftest import psycopg_params
+
+    with psycopg.connect(**psycopg_params(), autocommit=True) as other:
+        return other.execute(f"SELECT count(*) FROM {UsageEvent._meta.db_table}").fetchone()[0]  # noqa: S608
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("count", [1, 1500])  # one statement; two in a transaction (CHUNK_ROWS is 1,000)
+def test_a_connection_lost_under_the_insert_stores_every_event_exactly_once_and_answers_202(
+        tenant, telemetry_api, settings, when, count):
+    """aw-sdk sends each event once and does not retry: a 503 would lose it. The same rows and ids go in again on
+    a new connection; rows a commit already stored are skipped as repeats."""
+    from django.db import connection
+
+    settings.INGEST_MAX_BATCH = 1500
+    telemetry_api.get("/v1/budget-check?session_id=warm&limit_usd=1")  # the key is known: the INSERT comes first
+    body = {"events": [{**SDK_EVENT, "iteration_index": i} for i in range(count)]} if count > 1 else SDK_EVENT
+    wrapper = LoseConnectionOnce(when)
+    with connection.execute_wrapper(wrapper):
+        response = post(telemetry_api, body)
+    assert wrapper.fired == 1
+    if when == "after":
+        # One statement commits on its own: the retry meets its rows. A batch's transaction was not committed.
+        assert wrapper.committed == (1 if count == 1 else 0)
+    assert response.status_code == 202, response.content
+    ids = response.json()["event_ids"]
+    assert response.json()["accepted"] == count and len(set(ids)) == count
+    stored = sorted(UsageEvent.objects.filter(tenant=tenant).values_list("event_id", flat=True))
+    assert stored == sorted(ids)
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_error_is_not_taken_for_a_lost_connection(tenant, telemetry_api):
+    """Only a connection that ended is replaced: an INSERT the database refuses on an open connection (here a
+    statement timeout) is not run a second time."""
+    from django.db import OperationalError, connection
+
+    attempts = []
+
+    def refuse_inserts(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("INSERT INTO") and UsageEvent._meta.db_table in sql:
+            attempts.append(sql)
+            raise OperationalError("canceling statement due to statement timeout")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_inserts):
+        response = post(telemetry_api, SDK_EVENT)
+    assert response.status_code == 503, response.content
+    assert len(attempts) == 1
+    assert not UsageEvent.objects.filter(tenant=tenant).exists()

@@ -1,24 +1,14 @@
 """aw-sdk 1.0.1 itself, unchanged, against a live AgentWatch server, with a local stand-in for the OpenAI API."""
 
-import time
 from decimal import Decimal
 
 from agentwatch import WatchedOpenAI
 
 from tenants.models import ApiKey, Team
-from tests.conftest import make_key
+from tests.conftest import make_key, wait_for_sdk_events
 from tests.fakes import FakeOpenAI
 from usage.models import Anomaly, DailySpend, SessionState, UsageEvent
 from usage.services.pricing import blended_cost
-
-
-def wait_for_events(count: int, timeout: float = 20.0) -> None:
-    """aw-sdk posts from a background thread: wait until the server has stored every event."""
-    deadline = time.monotonic() + timeout
-    while UsageEvent.objects.count() < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{UsageEvent.objects.count()} of {count} events arrived after {timeout}s")
-        time.sleep(0.05)
 
 
 def watched_client(fake, live_server, key, **agentwatch):
@@ -45,7 +35,7 @@ def test_sdk_calls_arrive_as_priced_events_with_team_project_session_and_iterati
         assert [a.choices[0].message.content for a in answers] == ["ok", "ok", "ok"]
         assert len(fake.calls) == 3
 
-    wait_for_events(3)
+    wait_for_sdk_events(client, 3)
     recording()
 
     events = list(UsageEvent.objects.order_by("iteration_index"))
@@ -91,7 +81,7 @@ def test_sdk_catalog_pricing_and_a_growing_session_is_flagged_as_runaway(tenant,
         for _ in sizes:
             ask(client, "Try again, with more context.", model="gpt-4o-mini")
 
-    wait_for_events(5)
+    wait_for_sdk_events(client, 5)
     recording()
 
     events = list(UsageEvent.objects.order_by("iteration_index"))
@@ -107,8 +97,9 @@ def test_sdk_catalog_pricing_and_a_growing_session_is_flagged_as_runaway(tenant,
 def test_sdk_events_with_another_tenants_key_land_in_that_tenant(tenant, other_tenant, live_server, recording):
     key = make_key(other_tenant, ApiKey.Scope.TELEMETRY, "bob sdk")
     with FakeOpenAI() as fake:
-        ask(watched_client(fake, live_server, key, agentwatch_session_id="bob-run"), "hello")
-    wait_for_events(1)
+        client = watched_client(fake, live_server, key, agentwatch_session_id="bob-run")
+        ask(client, "hello")
+    wait_for_sdk_events(client, 1)
     recording()
     assert not UsageEvent.objects.filter(tenant=tenant).exists()
     assert UsageEvent.objects.get(tenant=other_tenant).session_id == "bob-run"

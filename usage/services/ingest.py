@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
+from agentwatch_site.db import connection_lost
 from agentwatch_site.errors import InvalidRequest, validation_error
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
 from agentwatch_site.text import CONTROL_CHARACTERS, shows_nothing
@@ -231,7 +232,8 @@ def parse_ingest_body(data, *, now: datetime.datetime) -> list[dict]:
 
 def event_batch_ingest(*, tenant: Tenant, events: list[dict], received_at: datetime.datetime) -> list[str]:
     """Insert the events in one statement and commit; a repeated (tenant, event_id) is a no-op, within the
-    batch too. Returns the distinct event ids (client-supplied or assigned here)."""
+    batch too. Returns the distinct event ids (client-supplied or assigned here). A connection lost under the
+    INSERT is replaced and the INSERT run once more (aw-sdk sends each event once: a 503 would lose it)."""
     rows = []
     event_ids = []
     seen = set()
@@ -242,12 +244,33 @@ def event_batch_ingest(*, tenant: Tenant, events: list[dict], received_at: datet
         seen.add(event_id)
         event_ids.append(event_id)
         rows.append({**clean, "tenant_id": tenant.pk, "event_id": event_id, "received_at": received_at})
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.in_atomic_block:  # the caller's transaction: it decides what happens on an error
+        _insert(rows)
+        return event_ids
+    db.ensure_connection()  # a failed connect is an outage: not repeated (connection_lost)
+    opened = db.connection
+    try:
+        _insert(rows)
+    except Exception as exc:
+        if not connection_lost(exc, opened=opened):
+            raise
+        # The connection ended under the INSERT (a restart, a failover, a terminated backend), before or after
+        # its commit. The same rows with the same event ids again, on a new connection: a commit that happened
+        # makes them conflicts, which are skipped, so nothing is stored twice or lost, and the answer is the same.
+        logger.warning("database connection lost during ingest; inserting the %d events again error=%s",
+                       len(rows), str(exc).strip()[:200])
+        db.close()
+        _insert(rows)
+    return event_ids
+
+
+def _insert(rows: list[dict]) -> None:
     if len(rows) <= CHUNK_ROWS:
         insert_rows(UsageEvent, rows)  # one statement: atomic, and committed when it returns (autocommit)
     else:
         with transaction.atomic():
             insert_rows(UsageEvent, rows)
-    return event_ids
 
 
 # When this process last saw the wake flag set (by itself or another), by its clock taken before asking Redis.
