@@ -21,10 +21,16 @@ def nice_ceiling(value: float) -> float:
     return 10 ** (exponent + 1)
 
 
+def _scaled(value: float) -> str:
+    """An axis number: 250, 2.5k, 62.5M, 1.2B."""
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:g}{suffix}"
+    return f"{value:g}"
+
+
 def _money_label(value: float) -> str:
-    if value >= 1000:
-        return f"${value / 1000:g}k"
-    return f"${value:g}" if value >= 1 or value == 0 else f"${value:.2g}"
+    return f"${_scaled(value)}" if value >= 1 or value == 0 else f"${value:.2g}"
 
 
 @dataclass
@@ -145,7 +151,7 @@ def session_token_chart(iterations: list[dict], *, loop_iterations: set[int], wi
     for step in range(5):
         value = axis_max * step / 4
         y = chart.baseline - chart.plot_height * step / 4
-        chart.ticks.append({"y": round(y, 2), "label": f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"})
+        chart.ticks.append({"y": round(y, 2), "label": _scaled(value)})
     return chart
 
 

@@ -91,3 +91,8 @@ UsageEventFilter.base_filters["to"] = IsoDateTimeFilter(
     field_name="timestamp", lookup_expr="lt", help_text="Events before this ISO 8601 time (exclusive).")
 
 EVENT_FILTER_PARAMS = tuple(UsageEventFilter.base_filters)
+
+# The exact-match filters, whose values are used as sent (ingest stores them with any spaces they have).
+UNTRIMMED_FILTER_PARAMS = frozenset(
+    name for name, event_filter in UsageEventFilter.base_filters.items() if event_filter.extra.get("strip") is False
+)

@@ -21,7 +21,7 @@ from tenants.services import tenant_settings_update
 from tenants.views import member_required, render_page
 from usage.charts import render_svg, session_token_chart
 from usage.csv_export import csv_cell, csv_lines
-from usage.filters import EVENT_FILTER_PARAMS
+from usage.filters import EVENT_FILTER_PARAMS, UNTRIMMED_FILTER_PARAMS
 from usage.models import Anomaly, ModelPrice, PurgeRun, SessionState, UsageEvent
 from usage.selectors import event_list, session_iterations, session_list, unpriced_models_recent
 from usage.services.anomalies import anomaly_acknowledge, anomaly_list
@@ -45,8 +45,17 @@ EVENT_ORDER = ("-timestamp", "-id")
 
 
 def _filters(request) -> dict[str, str]:
-    """The event filters present in the query string (empty ones dropped, so URLs stay short)."""
-    return {name: request.GET[name].strip() for name in EVENT_FILTER_PARAMS if request.GET.get(name, "").strip()}
+    """The event filters present in the query string (empty ones dropped, so URLs stay short). Exact-match values
+    (a session id, a project, …) are kept as sent, spaces included, as the API takes them: a session page's link
+    to its events must find `run-1 `."""
+    filters = {}
+    for name in EVENT_FILTER_PARAMS:
+        value = request.GET.get(name, "")
+        if name not in UNTRIMMED_FILTER_PARAMS:
+            value = value.strip()
+        if value:
+            filters[name] = value
+    return filters
 
 
 def _query(params: dict, **extra) -> str:

@@ -63,6 +63,18 @@ def test_activity_filters_by_team_and_keeps_the_filter_in_links(owner_client, te
     assert "/activity/live/?team=SEARCH&amp;after=" in html
 
 
+@pytest.mark.parametrize("session_id", ["trail-x ", " lead-x", "  "])
+def test_a_session_pages_link_to_activity_finds_its_events_when_the_id_has_spaces_at_either_end(
+        owner_client, tenant, session_id):
+    """Ingest stores session ids as sent, spaces included; the API's filter takes them as sent, and so must the
+    page, or the link shows nothing (or, for "  ", every event)."""
+    record(tenant, [event(session_id=session_id, model="spaced-model"), event(session_id="other", model="plain-model")])
+    page = owner_client.get(f"/sessions/{quote(session_id, safe='')}/").content.decode()
+    link = re.search(r'href="(/activity/\?[^"]*)">Events in Activity', page).group(1).replace("&amp;", "&")
+    html = owner_client.get(link).content.decode()
+    assert "spaced-model" in html and "plain-model" not in html
+
+
 def test_activity_htmx_request_gets_only_the_results_fragment(owner_client, tenant, htmx):
     record(tenant, _events(1, model="only-model"))
     full = owner_client.get("/activity/")

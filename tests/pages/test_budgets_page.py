@@ -109,6 +109,24 @@ def test_alert_history_lists_threshold_crossings(admin_client, tenant):
     assert "exceeded</span>" in html and "80% reached" in html
 
 
+def test_alerts_of_two_months_are_told_apart_by_their_month_on_budgets_and_the_overview(admin_client, tenant):
+    """Late events of last month raise last month's alerts after this month's: without the month the two rows
+    read as one alert twice."""
+    import datetime
+
+    from budgets.models import BudgetAlert
+
+    budget, _ = budget_upsert(tenant=tenant, team_name="late", monthly_budget_usd=Decimal("1"))
+    for month in (datetime.date(2026, 10, 1), datetime.date(2026, 11, 1)):
+        BudgetAlert.objects.create(tenant=tenant, team_id=budget.team_id, month=month, threshold_pct=80,
+                                   level=BudgetAlert.Level.EXCEEDED, spend_usd=Decimal("1.2"),
+                                   budget_usd=Decimal("1"))
+    budgets = admin_client.get("/budgets/").content.decode()
+    assert "<td>October 2026</td>" in budgets and "<td>November 2026</td>" in budgets
+    overview = admin_client.get("/").content.decode()
+    assert "Oct 2026" in overview and "Nov 2026" in overview
+
+
 def test_viewer_sees_budgets_without_write_controls(viewer_client, tenant):
     budget_upsert(tenant=tenant, team_name="search", monthly_budget_usd=Decimal("100"))
     html = viewer_client.get("/budgets/").content.decode()

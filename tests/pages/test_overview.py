@@ -92,3 +92,22 @@ def test_overview_query_count_does_not_grow_with_data(owner_client, tenant, djan
     assert DailySpend.objects.filter(tenant=tenant).aggregate(n=Sum("events"))["n"] == 308
     with django_assert_max_num_queries(14):
         assert owner_client.get("/").status_code == 200
+
+
+def test_chart_axes_read_in_k_m_and_b_not_thousands_of_k():
+    """A $250M month read "$62500k … $250000k" on the axis; tokens likewise."""
+    import datetime
+    from decimal import Decimal
+
+    from usage.charts import daily_team_chart, session_token_chart
+
+    day = datetime.date(2026, 11, 2)
+    spend = daily_team_chart([{"day": day, "team_name": "search", "cost_usd": Decimal("250000000")}],
+                             first_day=datetime.date(2026, 11, 1))
+    assert [t["label"] for t in spend.ticks] == ["$0", "$62.5M", "$125M", "$187.5M", "$250M"]
+    small = daily_team_chart([{"day": day, "team_name": "search", "cost_usd": Decimal("2500")}],
+                             first_day=datetime.date(2026, 11, 1))
+    assert [t["label"] for t in small.ticks] == ["$0", "$625", "$1.25k", "$1.875k", "$2.5k"]
+    tokens = session_token_chart([{"iteration_index": 1, "prompt_tokens": 2_000_000, "completion_tokens": 0}],
+                                 loop_iterations=set())
+    assert [t["label"] for t in tokens.ticks] == ["0", "500k", "1M", "1.5M", "2M"]

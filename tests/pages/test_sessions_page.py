@@ -38,6 +38,16 @@ def test_only_over_limit_filter_uses_the_last_limit_seen(owner_client, tenant, t
     cache.clear()
 
 
+def test_tiny_spend_and_limits_are_shown_with_their_digits_not_as_zero(owner_client, tenant):
+    """A $0.00001 session budget (aw-sdk sends what it is given) and 6 tokens of gpt-4o-mini-like spend read as
+    $0.0000 each before: the page must show the figures it compares."""
+    record(tenant, [event(session_id="tiny", iteration_index=1, prompt_tokens=6, completion_tokens=0)])  # $0.000018
+    SessionState.objects.filter(session_id="tiny").update(last_limit_usd=Decimal("0.00001"))
+    html = owner_client.get("/sessions/tiny/").content.decode()
+    assert "$0.000018" in html and "limit $0.00001" in html
+    assert "$0.0000<" not in html and "$0.0000 " not in html
+
+
 def test_sessions_filter_by_team_and_page_with_a_cursor(owner_client, tenant, htmx):
     record(tenant, [event(session_id=f"s-{n:02d}", iteration_index=1, team="search") for n in range(55)]
            + [event(session_id="elsewhere", team="support")])

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from agentwatch_site.money import quantize
+from usage.services.pricing import COST_QUANTUM
 
 register = template.Library()
 
@@ -57,7 +58,8 @@ def page_form_fields(context) -> str:
 
 @register.filter
 def usd(value, places=None) -> str:
-    """$1,234.56 for money; small amounts keep four decimals so a $0.0042 call does not read as $0.00."""
+    """$1,234.56 for money; small amounts keep four decimals so a $0.0042 call does not read as $0.00, and smaller
+    ones as many as they need, up to the ten that costs have ($0.000018, not $0.0000)."""
     if value is None or value == "":
         return "—"
     try:
@@ -66,6 +68,8 @@ def usd(value, places=None) -> str:
         return str(value)
     if places is None:
         places = 2 if abs(amount) >= 1 or amount == 0 else 4
+        if amount and abs(amount) < Decimal("0.00005"):  # would round to $0.0000
+            places = max(4, min(10, -quantize(abs(amount), COST_QUANTUM).normalize().as_tuple().exponent))
     quantum = Decimal(1).scaleb(-int(places))
     rounded = quantize(amount, quantum)
     sign = "-" if rounded < 0 else ""
