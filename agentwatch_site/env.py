@@ -66,6 +66,26 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def env_ip_networks(name: str, default: list[str]) -> list[IPNetwork]:
+    """Comma-separated addresses and networks (IPv4 or IPv6, `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`); an address is a
+    network of one. A typo would silently match nothing, so every entry must parse."""
+    networks = []
+    for entry in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as exc:
+            hint = ""
+            if "has host bits set" in str(exc):
+                hint = f" (the network is {ipaddress.ip_network(entry, strict=False)})"
+            raise ImproperlyConfigured(
+                f"{name} entry {entry!r} is not an IP address or network{hint}: list addresses or CIDR networks, "
+                f"comma-separated (e.g. {name}=127.0.0.1,::1,10.0.0.0/8)") from None
+    return networks
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ***, so an error message never shows a credential."""
     # Greedy up to the last "@": a password may hold an unescaped "@" or "/".

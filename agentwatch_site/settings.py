@@ -14,6 +14,7 @@ from agentwatch_site.env import (
     env_database_url,
     env_float,
     env_int,
+    env_ip_networks,
     env_list,
     env_log_level,
     env_redis_url,
@@ -283,7 +284,7 @@ if HTTPS:
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (documented in README).
     if env_bool("SECURE_PROXY_SSL_HEADER", default=True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^metrics$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$", r"^metrics$"]
 
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
@@ -334,9 +335,10 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Who may read /metrics: a bearer token (METRICS_TOKEN), else only requests from these addresses.
+# Who may read /metrics: a request from one of these addresses or networks, or one with the bearer METRICS_TOKEN.
+# With a token set the default is no address: a reverse proxy on the same host makes every request loopback's.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
-METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+METRICS_ALLOWED_IPS = env_ip_networks("METRICS_ALLOWED_IPS", [] if METRICS_TOKEN else ["127.0.0.1", "::1"])
 
 # --- Logging ---------------------------------------------------------------------------------------
 LOG_LEVEL = env_log_level("LOG_LEVEL", "INFO")

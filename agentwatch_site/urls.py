@@ -29,6 +29,7 @@ urlpatterns = [
     path("v1/", include(api_patterns)),
     path("healthz", views.healthz, name="healthz"),
     path("livez", views.livez, name="livez"),
+    path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
     # Unknown /v1 paths get the JSON envelope, never an HTML page or an APPEND_SLASH redirect.
     # csrf_exempt: a POST or DELETE to an unknown path must get this 404 too, not the CSRF failure page.

@@ -1,3 +1,5 @@
+import hmac
+import ipaddress
 import logging
 import time
 
@@ -21,35 +23,37 @@ def _detail(exc: Exception) -> str:
     return redact_url(" ".join(str(exc).split()))[:300]
 
 
-def _check_database() -> str:
+def _check_database(probe: str) -> str:
+    """One round trip; an unreachable server fails within DB_CONNECT_TIMEOUT (settings.py)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return "ok"
     except Exception as exc:  # any failure means "not ready"
-        logger.warning("healthz database check failed error=%s detail=%s", type(exc).__name__, _detail(exc))
+        logger.warning("%s database check failed error=%s detail=%s", probe, type(exc).__name__, _detail(exc))
         return "unavailable"
 
 
-def _check_redis() -> str:
+def _check_redis(probe: str) -> str:
     try:
         client = cache._cache.get_client(write=True)
         client.ping()
         return "ok"
     except Exception as exc:
-        logger.warning("healthz redis check failed error=%s detail=%s", type(exc).__name__, _detail(exc))
+        logger.warning("%s redis check failed error=%s detail=%s", probe, type(exc).__name__, _detail(exc))
         return "unavailable"
 
 
 @never_cache
 def healthz(request):
-    """Readiness: the database, Redis (when configured) and how far recording lags behind ingestion."""
+    """Monitoring and alerts, not a readiness probe (that is readyz): the database, Redis (when configured) and how
+    far recording lags behind ingestion; 503 naming whichever is wrong."""
     from usage.selectors import ingest_lag_seconds, quarantined_event_count
 
     started = time.monotonic()
-    checks: dict[str, object] = {"database": _check_database()}
+    checks: dict[str, object] = {"database": _check_database("healthz")}
     if settings.REDIS_URL:
-        checks["redis"] = _check_redis()
+        checks["redis"] = _check_redis("healthz")
     healthy = all(value == "ok" for value in checks.values())
     if checks["database"] == "ok":
         lag = ingest_lag_seconds()
@@ -73,6 +77,37 @@ def healthz(request):
 def livez(request):
     """Liveness: the process answers; no dependency is checked."""
     return JsonResponse({"status": "ok"})
+
+
+@never_cache
+def readyz(request):
+    """Readiness: 503 only when this process cannot serve requests, i.e. cannot reach the database. Redis down and
+    ingest lag are reported but pass: ingest and budget checks go on without Redis, and a lag is the workers', not
+    this process's; failing every pod at once on them would take the whole service out of the load balancer, and
+    aw-sdk drops its events (it posts once) and fails open on budget checks while nothing answers."""
+    from agentwatch_site.redis_guard import redis_skipped
+    from usage.selectors import ingest_lag_seconds
+
+    started = time.monotonic()
+    checks: dict[str, object] = {"database": _check_database("readyz")}
+    if settings.REDIS_URL:
+        # After a Redis timeout this process skips Redis for a few seconds (redis_guard): so does the probe.
+        checks["redis"] = "unavailable" if redis_skipped() else _check_redis("readyz")
+    ready = checks["database"] == "ok"
+    if ready:
+        try:
+            lag = ingest_lag_seconds()
+        except Exception as exc:  # informational here: the database answered, so the process can serve
+            logger.warning("readyz ingest lag read failed error=%s detail=%s", type(exc).__name__, _detail(exc))
+            checks["ingest"] = "unknown"
+        else:
+            checks["ingest_lag_seconds"] = lag
+            checks["ingest"] = "lagging" if lag > settings.INGEST_LAG_THRESHOLD_SECONDS else "ok"
+    body = {"status": "ok" if ready else "unavailable", "checks": checks,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1)}
+    if not ready:
+        body["failed"] = ["database"]
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 def handler404(request, exception=None):
@@ -107,18 +142,29 @@ def handler400(request, exception=None):
     return render(request, "400.html", status=400)
 
 
-def metrics(request):
-    """Prometheus scrape endpoint: a bearer METRICS_TOKEN when set, else loopback (or METRICS_ALLOWED_IPS) only."""
-    import hmac
+def _metrics_address_allowed(remote_addr: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return False
+    # A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.
+    candidates = [address, getattr(address, "ipv4_mapped", None) or address]
+    return any(candidate in network for network in settings.METRICS_ALLOWED_IPS for candidate in candidates)
 
+
+def _metrics_token_matches(request) -> bool:
+    token = settings.METRICS_TOKEN
+    if not token:
+        return False
+    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(supplied.encode(), token.encode())
+
+
+def metrics(request):
+    """Prometheus scrape endpoint: from an address in METRICS_ALLOWED_IPS, or with the bearer METRICS_TOKEN."""
     from agentwatch_site.metrics import metrics_view
 
-    token = settings.METRICS_TOKEN
-    if token:
-        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        allowed = hmac.compare_digest(supplied.encode(), token.encode())
-    else:
-        allowed = request.META.get("REMOTE_ADDR") in settings.METRICS_ALLOWED_IPS
+    allowed = _metrics_address_allowed(request.META.get("REMOTE_ADDR")) or _metrics_token_matches(request)
     if not allowed:
         return json_error(status=403, type="permission_error", code="metrics_forbidden",
                           message="Metrics need the METRICS_TOKEN bearer token or an allowed address.")

@@ -88,6 +88,7 @@ def matrix(w):
     return {
         "healthz": [("anon", "get", "/healthz", "nodata")],
         "livez": [("anon", "get", "/livez", "nodata")],
+        "readyz": [("anon", "get", "/readyz", "nodata")],
         "metrics": [("anon", "get", "/metrics", "nodata")],
         "v1/schema": [("anon", "get", "/v1/schema", "nodata")],
         "v1/docs": [("anon", "get", "/v1/docs", "nodata")],
