@@ -4,7 +4,7 @@ import logging
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.cache import cache
 
 from tenants.models import ApiKey, Membership, WebhookEndpoint
@@ -75,21 +75,22 @@ class ApiKeyCreateForm(forms.Form):
         return name
 
 
-class MemberAddForm(forms.Form):
-    identifier = forms.CharField(max_length=254, label="Username or e-mail")
+class InvitationCreateForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.VIEWER, label="Role")
+    # A note for the owner's list only: never looked up, so no answer tells whether such an account exists.
+    email = forms.EmailField(max_length=254, required=False, label="E-mail (optional)",
+                             help_text="Whom the link is for, as a note in the list below.")
 
-    def clean_identifier(self):
-        value = self.cleaned_data["identifier"].strip()
-        User = get_user_model()
-        user = User.objects.filter(username__iexact=value).first()
-        if user is None and "@" in value:
-            matches = list(User.objects.filter(email__iexact=value)[:2])
-            user = matches[0] if len(matches) == 1 else None
-        if user is None:
-            raise forms.ValidationError("No user with that username or e-mail. They need an account first.")
-        self.user = user
-        return value
+
+class InvitationSignupForm(UserCreationForm):
+    """A new account from an invitation link: Django's own form (username unique ignoring case, the password twice
+    through AUTH_PASSWORD_VALIDATORS), with an e-mail that is stored, never checked against other accounts."""
+
+    email = forms.EmailField(max_length=254, label="E-mail")
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "email")
 
 
 class MemberRoleForm(forms.Form):

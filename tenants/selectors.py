@@ -7,7 +7,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from tenants.keys import hash_key
-from tenants.models import ApiKey, Membership, Team, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Team, Tenant
 
 
 def get_for_tenant_or_404(model: type[Model], *, tenant: Tenant, **lookup):
@@ -79,6 +79,29 @@ def memberships_for_user(*, user) -> list[Membership]:
 
 def membership_list(*, tenant: Tenant) -> list[Membership]:
     return list(Membership.objects.for_tenant(tenant).select_related("user").order_by("user__username"))
+
+
+# secrets.token_urlsafe(32) is 43 characters; anything much longer is not a token and is not even hashed.
+INVITATION_TOKEN_MAX_LENGTH = 100
+
+
+def _invitations_usable(now: datetime.datetime):
+    return Invitation.objects.filter(revoked_at__isnull=True, accepted_at__isnull=True, expires_at__gt=now)
+
+
+def invitation_pending_list(*, tenant: Tenant) -> list[Invitation]:
+    """The tenant's invitations that can still be accepted (not used, revoked or expired), newest first."""
+    return list(_invitations_usable(timezone.now()).filter(tenant=tenant).select_related("created_by")
+                .order_by("-created_at"))
+
+
+def invitation_by_token(*, raw_token: str) -> Invitation | None:
+    """The invitation a link's token opens, if it can still be accepted. Unknown, expired, revoked and used tokens
+    are all None, so a caller cannot tell them apart (one indexed lookup by the hash, as for API keys)."""
+    if not raw_token or len(raw_token) > INVITATION_TOKEN_MAX_LENGTH:
+        return None
+    return (_invitations_usable(timezone.now()).filter(token_hash=hash_key(raw_token)).select_related("tenant")
+            .first())
 
 
 def rejected_telemetry_recent(*, tenant: Tenant, days: int = 2) -> dict[str, int]:

@@ -1,5 +1,6 @@
 import datetime
 import logging
+import secrets
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -7,10 +8,10 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from agentwatch_site.errors import ApiError, Conflict, InvalidRequest
+from agentwatch_site.errors import ApiError, Conflict, InvalidRequest, NotFound
 from agentwatch_site.metrics import EVENTS_REJECTED
 from tenants.keys import display_prefix, generate_key, hash_key
-from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant
+from tenants.models import ApiKey, Invitation, Membership, RejectedTelemetry, Team, Tenant
 from tenants.selectors import api_key_cache_forget, team_by_name
 
 logger = logging.getLogger(__name__)
@@ -134,23 +135,6 @@ def _owner_count_locked(tenant_id: int) -> int:
 
 
 @transaction.atomic
-def membership_add(*, tenant: Tenant, user, role: str) -> Membership:
-    """Adds an existing user. Someone already a member is refused (409): "add" must not quietly change a role,
-    that is membership_change_role's job."""
-    if role not in Membership.Role.values:
-        raise InvalidRequest("Role must be owner, admin or viewer.", code="validation_error")
-    existing = Membership.objects.filter(tenant=tenant, user=user).first()
-    if existing is None:
-        try:
-            with transaction.atomic():
-                return Membership.objects.create(tenant=tenant, user=user, role=role)
-        except IntegrityError:  # added by someone else just now
-            existing = Membership.objects.get(tenant=tenant, user=user)
-    raise ApiError(f"{user.get_username()} is already a member ({existing.get_role_display().lower()}). Change "
-                   f"their role with the selector in the Members table below.", code="already_member", status=409)
-
-
-@transaction.atomic
 def membership_change_role(*, membership: Membership, role: str) -> Membership:
     if role not in Membership.Role.values:
         raise InvalidRequest("Role must be owner, admin or viewer.", code="validation_error")
@@ -158,8 +142,11 @@ def membership_change_role(*, membership: Membership, role: str) -> Membership:
             and _owner_count_locked(membership.tenant_id) <= 1):
         raise ApiError("The last owner cannot be demoted: make someone else an owner first.",
                        code="last_owner", status=409)
+    previous = membership.role
     Membership.objects.filter(pk=membership.pk).update(role=role)
     membership.role = role
+    logger.info("membership role changed tenant_id=%s membership_id=%s user_id=%s from=%s to=%s",
+                membership.tenant_id, membership.pk, membership.user_id, previous, role)
     return membership
 
 
@@ -169,6 +156,76 @@ def membership_remove(*, membership: Membership) -> None:
         raise ApiError("The last owner cannot be removed: make someone else an owner first.",
                        code="last_owner", status=409)
     Membership.objects.filter(pk=membership.pk).delete()
+    logger.info("membership removed tenant_id=%s membership_id=%s user_id=%s role=%s",
+                membership.tenant_id, membership.pk, membership.user_id, membership.role)
+
+
+# --- Invitations: the only way into an organisation from the dashboard -----------------------------------
+
+INVITATION_VALID_FOR = datetime.timedelta(days=7)
+INVITATION_UNAVAILABLE = "This invitation link is not valid."
+
+
+def invitation_create(*, tenant: Tenant, role: str, email: str = "", created_by=None) -> tuple[Invitation, str]:
+    """Returns the invitation and its token, which is shown once (in the link) and stored only as a hash."""
+    if role not in Membership.Role.values:
+        raise InvalidRequest("Role must be owner, admin or viewer.", code="validation_error")
+    raw_token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        tenant=tenant, role=role, email=email.strip(), token_hash=hash_key(raw_token), created_by=created_by,
+        expires_at=timezone.now() + INVITATION_VALID_FOR,
+    )
+    logger.info("invitation created tenant_id=%s invitation_id=%s role=%s by_user_id=%s", tenant.pk,
+                invitation.pk, role, getattr(created_by, "pk", None))
+    return invitation, raw_token
+
+
+def invitation_revoke(*, invitation: Invitation, revoked_by=None) -> Invitation:
+    """Revoking a used or already revoked invitation changes nothing."""
+    revoked = Invitation.objects.filter(pk=invitation.pk, revoked_at__isnull=True, accepted_at__isnull=True).update(
+        revoked_at=timezone.now())
+    invitation.refresh_from_db(fields=["revoked_at"])
+    if revoked:
+        logger.info("invitation revoked tenant_id=%s invitation_id=%s by_user_id=%s", invitation.tenant_id,
+                    invitation.pk, getattr(revoked_by, "pk", None))
+    return invitation
+
+
+def invitation_accept(*, invitation: Invitation, user) -> tuple[Membership, bool]:
+    """Makes `user` a member with the invitation's role and uses the invitation up: (membership, True). Someone
+    already a member keeps their role, and the link stays open for whom it was meant: (membership, False). An
+    invitation used, revoked or expired since it was read raises NotFound."""
+    try:
+        with transaction.atomic():
+            existing = Membership.objects.filter(tenant_id=invitation.tenant_id, user=user).first()
+            if existing is not None:
+                return existing, False
+            now = timezone.now()
+            # Single use: of two acceptances racing for one link, only one changes the row.
+            claimed = Invitation.objects.filter(
+                pk=invitation.pk, revoked_at__isnull=True, accepted_at__isnull=True, expires_at__gt=now,
+            ).update(accepted_at=now, accepted_by=user)
+            if not claimed:
+                raise NotFound(INVITATION_UNAVAILABLE, code="invitation_unavailable")
+            membership = Membership.objects.create(tenant_id=invitation.tenant_id, user=user, role=invitation.role)
+    except IntegrityError:
+        # Became a member through another invitation at the same moment; this one was rolled back, not used.
+        return Membership.objects.get(tenant_id=invitation.tenant_id, user=user), False
+    logger.info("invitation accepted tenant_id=%s invitation_id=%s user_id=%s role=%s", invitation.tenant_id,
+                invitation.pk, user.pk, membership.role)
+    return membership, True
+
+
+def invitation_accept_as_new_user(*, invitation: Invitation, username: str, email: str,
+                                  password: str) -> tuple:
+    """Creates the account and accepts in one transaction: a link no longer usable leaves no account behind.
+    A username taken meanwhile raises IntegrityError."""
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username=username, email=email, password=password)
+        membership, _ = invitation_accept(invitation=invitation, user=user)
+    logger.info("invitation account created tenant_id=%s invitation_id=%s user_id=%s", invitation.tenant_id,
+                invitation.pk, user.pk)
+    return user, membership
 
 
 def tenant_settings_update(*, tenant: Tenant, **changes) -> Tenant:

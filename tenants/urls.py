@@ -11,6 +11,10 @@ urlpatterns = [
     path("settings/members/", views.members, name="members"),
     path("settings/members/<int:membership_id>/role/", views.member_role, name="member-role"),
     path("settings/members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
+    path("settings/members/invitations/", views.invitation_create_view, name="invitation-create"),
+    path("settings/members/invitations/<int:invitation_id>/revoke/", views.invitation_revoke_view,
+         name="invitation-revoke"),
+    path("invitations/<str:token>/", views.invitation_page, name="invitation"),
 ]
 
 urlpatterns += [

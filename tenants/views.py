@@ -5,25 +5,50 @@ import functools
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from agentwatch_site.errors import ApiError, json_error
+from agentwatch_site.errors import ApiError, NotFound, json_error
 from agentwatch_site.middleware import is_api_path
-from tenants.forms import ApiKeyCreateForm, MemberAddForm, MemberRoleForm, ThrottledLoginForm, WebhookCreateForm
+from tenants.forms import (
+    ApiKeyCreateForm,
+    InvitationCreateForm,
+    InvitationSignupForm,
+    MemberRoleForm,
+    ThrottledLoginForm,
+    WebhookCreateForm,
+)
 from tenants.middleware import SESSION_TENANT_KEY
-from tenants.models import ApiKey, Membership, WebhookDelivery, WebhookEndpoint
-from tenants.selectors import api_key_list, get_for_tenant_or_404, membership_list
-from tenants.services import api_key_create, api_key_revoke, membership_add, membership_change_role, membership_remove
+from tenants.models import ApiKey, Invitation, Membership, WebhookDelivery, WebhookEndpoint
+from tenants.selectors import (
+    api_key_list,
+    get_for_tenant_or_404,
+    invitation_by_token,
+    invitation_pending_list,
+    membership_list,
+)
+from tenants.services import (
+    api_key_create,
+    api_key_revoke,
+    invitation_accept,
+    invitation_accept_as_new_user,
+    invitation_create,
+    invitation_revoke,
+    membership_change_role,
+    membership_remove,
+)
 from tenants.webhooks import (
     webhook_endpoint_create,
     webhook_endpoint_delete,
@@ -221,29 +246,48 @@ def api_key_revoke_view(request, key_id: int):
 
 # --- Settings → Members (owners only) ----------------------------------------------------------------------
 
-def _members_context(request, add_form=None, error=None):
-    return {"members": membership_list(tenant=request.tenant), "add_form": add_form or MemberAddForm(),
-            "roles": Membership.Role.choices, "member_error": error, "active_nav": "settings",
-            "settings_tab": "members"}
+def _members_context(request, invite_form=None, error=None, **extra):
+    context = {"members": membership_list(tenant=request.tenant),
+               "invitations": invitation_pending_list(tenant=request.tenant),
+               "invite_form": invite_form or InvitationCreateForm(), "roles": Membership.Role.choices,
+               "member_error": error, "active_nav": "settings", "settings_tab": "members"}
+    context.update(extra)
+    return context
 
 
 @member_required(owner_only=True)
+@require_safe
 def members(request):
-    """Adds a member. Someone already in the organisation is refused with a pointer to their role selector:
-    "Add" silently changing a role (or demoting the last owner) is not what the person asked for."""
-    form = MemberAddForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            try:
-                membership_add(tenant=request.tenant, user=form.user, role=form.cleaned_data["role"])
-                form = None
-            except ApiError as exc:
-                form.add_error("identifier", exc.message)
-        if form is not None:
-            status = 400
-    return render_page(request, "tenants/members.html", _members_context(request, form),
-                       fragment="tenants/_members_panel.html", status=status)
+    """Members and pending invitations. People join only through an invitation link they accept themselves: no
+    page looks accounts up by username or e-mail, so none tells whether one exists elsewhere on the instance."""
+    return render_page(request, "tenants/members.html", _members_context(request),
+                       fragment="tenants/_members_panel.html")
+
+
+@member_required(owner_only=True)
+@require_POST
+def invitation_create_view(request):
+    """The link is in this answer only: the token is stored as a hash, like an API key."""
+    form = InvitationCreateForm(request.POST)
+    if not form.is_valid():
+        return render_page(request, "tenants/members.html", _members_context(request, form),
+                           fragment="tenants/_members_panel.html", status=400)
+    invitation, raw_token = invitation_create(tenant=request.tenant, role=form.cleaned_data["role"],
+                                              email=form.cleaned_data["email"], created_by=request.user)
+    link = request.build_absolute_uri(reverse("invitation", args=[raw_token]))
+    context = _members_context(request, created_invitation=invitation, invitation_link=link)
+    return render_page(request, "tenants/members.html", context, fragment="tenants/_members_panel.html")
+
+
+@member_required(owner_only=True)
+@require_POST
+def invitation_revoke_view(request, invitation_id: int):
+    invitation = get_for_tenant_or_404(Invitation, tenant=request.tenant, pk=invitation_id)
+    invitation_revoke(invitation=invitation, revoked_by=request.user)
+    if request.htmx:
+        return render(request, "tenants/_members_panel.html", _members_context(request))
+    messages.success(request, "Invitation revoked: its link no longer works.")
+    return redirect("members")
 
 
 @member_required(owner_only=True)
@@ -292,6 +336,64 @@ def member_remove(request, membership_id: int):
     if error:
         messages.error(request, error)
     return redirect("members")
+
+
+# --- An invitation link (/invitations/<token>/), signed in or not ---------------------------------------------
+
+def _invitation_not_found(request):
+    """One answer for unknown, expired, revoked and used links alike: nothing tells them apart."""
+    return render(request, "tenants/invitation_invalid.html", status=404)
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def invitation_page(request, token: str):
+    """Signed in: the organisation and role, and Accept. Signed out: sign in and come back, or create an account,
+    which accepts too. Accepting switches the session to the organisation joined."""
+    invitation = invitation_by_token(raw_token=token)
+    if invitation is None:
+        return _invitation_not_found(request)
+    if request.user.is_authenticated:
+        return _invitation_accept(request, invitation)
+    return _invitation_sign_up(request, invitation)
+
+
+def _invitation_accept(request, invitation: Invitation):
+    if request.method != "POST":
+        return render(request, "tenants/invitation.html", {"invitation": invitation})
+    try:
+        membership, joined = invitation_accept(invitation=invitation, user=request.user)
+    except NotFound:
+        return _invitation_not_found(request)
+    request.session[SESSION_TENANT_KEY] = membership.tenant_id
+    tenant_name, role = invitation.tenant.name, membership.get_role_display().lower()
+    if joined:
+        messages.success(request, f"You joined {tenant_name} as {role}.")
+    else:
+        messages.info(request, f"You are already a member of {tenant_name} ({role}); your role is unchanged.")
+    return redirect("overview")
+
+
+def _invitation_sign_up(request, invitation: Invitation):
+    form = InvitationSignupForm(request.POST if request.method == "POST" else None,
+                                initial={"email": invitation.email})
+    if form.is_bound and form.is_valid():
+        try:
+            user, membership = invitation_accept_as_new_user(
+                invitation=invitation, username=form.cleaned_data["username"], email=form.cleaned_data["email"],
+                password=form.cleaned_data["password1"])
+        except NotFound:
+            return _invitation_not_found(request)
+        except IntegrityError:  # the same username registered a moment ago
+            form.add_error("username", "A user with that username already exists.")
+        else:
+            login(request, user)
+            request.session[SESSION_TENANT_KEY] = membership.tenant_id
+            messages.success(request, f"Welcome, {user.get_username()}: you joined {invitation.tenant.name} as "
+                                      f"{membership.get_role_display().lower()}.")
+            return redirect("overview")
+    context = {"invitation": invitation, "form": form, "login_url": redirect_to_login(request.path)["Location"]}
+    return render(request, "tenants/invitation.html", context, status=400 if form.errors else 200)
 
 
 # --- Settings → Webhooks -----------------------------------------------------------------------------------

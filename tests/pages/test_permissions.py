@@ -3,8 +3,8 @@
 import pytest
 
 from budgets.services import budget_upsert
-from tenants.models import ApiKey, Membership, WebhookEndpoint
-from tenants.services import api_key_create
+from tenants.models import ApiKey, Invitation, Membership, WebhookEndpoint
+from tenants.services import api_key_create, invitation_create
 from usage.models import Anomaly
 
 WRITES = [
@@ -22,7 +22,8 @@ WRITES = [
     ("/settings/pricing/mode/", {"cost_mode": "catalog"}),
     ("/settings/pricing/overrides/", {"model": "m", "input_per_mtok": "1", "output_per_mtok": "2"}),
     ("/settings/retention/", {"retention_days": "30"}),
-    ("/settings/members/", {"identifier": "olivia", "role": "viewer"}),
+    ("/settings/members/invitations/", {"role": "owner"}),
+    ("/settings/members/invitations/{invitation}/revoke/", {}),
 ]
 
 
@@ -37,7 +38,9 @@ def objects(tenant, owner):
                                      last_seen=now, details={"iterations": [1, 2, 3, 4], "ratios": [2, 2, 2]})
     endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="https://example.com/h", secret="whsec_x",
                                               event_types=["budget.exceeded"])
-    return {"budget": budget.pk, "key": key.pk, "anomaly": anomaly.pk, "endpoint": endpoint.pk}
+    invitation, _ = invitation_create(tenant=tenant, role=Membership.Role.VIEWER, created_by=owner)
+    return {"budget": budget.pk, "key": key.pk, "anomaly": anomaly.pk, "endpoint": endpoint.pk,
+            "invitation": invitation.pk}
 
 
 @pytest.mark.parametrize(("url", "data"), WRITES)
@@ -48,13 +51,15 @@ def test_viewer_writes_get_the_403_page_and_change_nothing(viewer_client, object
     response = viewer_client.post(url.format(**objects), data)
     assert response.status_code == 403
     assert b"Not allowed" in response.content
-    reason = b"Only an owner" if url == "/settings/members/" else b"Viewers can see everything here but change nothing"
+    members = url.startswith("/settings/members/")
+    reason = b"Only an owner" if members else b"Viewers can see everything here but change nothing"
     assert reason in response.content
     assert BudgetAuditLog.objects.count() == audit_before
     assert ApiKey.objects.filter(tenant=tenant).count() == 1
     assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
     assert Anomaly.objects.get().status == Anomaly.Status.OPEN
     assert WebhookEndpoint.objects.get().enabled
+    assert Invitation.objects.get().revoked_at is None
     tenant.refresh_from_db()
     assert tenant.retention_days == 90 and tenant.cost_mode == "blended"
 
@@ -70,6 +75,7 @@ OBJECT_URLS = [
     ("post", "/settings/webhooks/{endpoint}/test/"),
     ("post", "/settings/webhooks/{endpoint}/delete/"),
     ("get", "/sessions/s/"),
+    ("post", "/settings/members/invitations/{invitation}/revoke/"),
 ]
 
 
@@ -91,6 +97,7 @@ def test_another_tenants_objects_are_not_found(other_tenant, objects, method, ur
     assert response.status_code == 404
     assert ApiKey.objects.get(pk=objects["key"]).revoked_at is None
     assert WebhookEndpoint.objects.filter(pk=objects["endpoint"]).exists()
+    assert Invitation.objects.get(pk=objects["invitation"]).revoked_at is None
 
 
 def test_an_admin_on_the_owner_only_members_page_is_told_only_an_owner_can(admin_client):

@@ -177,18 +177,7 @@ def test_retention_days_are_validated_and_saved(admin_client, tenant, htmx):
 
 # --- Members --------------------------------------------------------------------------------------------
 
-def test_owner_adds_an_existing_user_by_email(owner_client, tenant, htmx):
-    newcomer = UserFactory(username="nina", email="nina@example.com")
-    response = owner_client.post("/settings/members/", {"identifier": "NINA@example.com", "role": "admin"},
-                                 **htmx("members-panel"))
-    assert response.status_code == 200
-    assert Membership.objects.get(tenant=tenant, user=newcomer).role == "admin"
-
-
-def test_adding_an_unknown_user_says_so(owner_client, tenant, htmx):
-    response = owner_client.post("/settings/members/", {"identifier": "ghost", "role": "viewer"}, **htmx())
-    assert response.status_code == 400 and b"No user with that username or e-mail" in response.content
-
+# Joining by invitation: tests/pages/test_invitations.py.
 
 def test_owner_changes_a_role_and_removes_a_member(owner_client, tenant, viewer, htmx):
     membership = Membership.objects.get(tenant=tenant, user=viewer)

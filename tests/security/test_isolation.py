@@ -12,13 +12,13 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
-from tenants.models import ApiKey, Membership, Team, WebhookEndpoint
-from tenants.services import api_key_create, membership_set
+from tenants.models import ApiKey, Invitation, Membership, Team, WebhookEndpoint
+from tenants.services import api_key_create, invitation_create, membership_set
 from tests.factories import TenantFactory
 from usage.models import Anomaly, DailySpend, ModelPrice, SessionState, UsageEvent
 
 B_MARKERS = ("bob-team-secret", "bob-session-secret", "bob-project-secret", "bob-model-secret",
-             "https://bob-hook.example.com", "bob_user")
+             "https://bob-hook.example.com", "bob_user", "bob-invitee@example.com")
 
 # Not tenant-facing: Django's own admin is for staff/superusers only and has no tenant scoping to test.
 EXCLUDED_PREFIXES = ("admin/",)
@@ -47,6 +47,8 @@ def world(db, settings):
     bob_membership = membership_set(tenant=bob_tenant, user=bob, role=Membership.Role.OWNER)
     _, alice_key = api_key_create(tenant=alice_tenant, name="alice admin", scope="admin")
     bob_key, _ = api_key_create(tenant=bob_tenant, name="bob admin", scope="admin")
+    bob_invitation, _ = invitation_create(tenant=bob_tenant, role=Membership.Role.OWNER,
+                                          email="bob-invitee@example.com", created_by=bob)
     now = timezone.now()
     team = Team.objects.create(tenant=bob_tenant, name="bob-team-secret")
     budget = TeamBudget.objects.create(tenant=bob_tenant, team=team, monthly_budget_usd=Decimal("100"),
@@ -78,6 +80,7 @@ def world(db, settings):
         "page_to_log_out": page_to_log_out,
         "bob_tenant": bob_tenant, "bob_key": bob_key, "team": team, "budget": budget, "endpoint": endpoint,
         "anomaly": anomaly, "price": price, "bob_membership": bob_membership, "event": bob_event,
+        "bob_invitation": bob_invitation,
     }
 
 
@@ -133,6 +136,13 @@ def matrix(w):
             ("page", "post", f"/settings/members/{w['bob_membership'].pk}/role/", 404)],
         "settings/members/<int:membership_id>/remove/": [
             ("page", "post", f"/settings/members/{w['bob_membership'].pk}/remove/", 404)],
+        "settings/members/invitations/": [("page", "post", "/settings/members/invitations/", "nodata")],
+        "settings/members/invitations/<int:invitation_id>/revoke/": [
+            ("page", "post", f"/settings/members/invitations/{w['bob_invitation'].pk}/revoke/", 404)],
+        # Only the link's token opens an invitation: a guessed one is the same 404, signed in or not.
+        "invitations/<str:token>/": [("page", "get", "/invitations/not-a-token/", 404),
+                                     ("page", "post", "/invitations/not-a-token/", 404),
+                                     ("anon", "get", f"/invitations/{w['bob_invitation'].token_hash}/", 404)],
         "settings/webhooks/": [("page", "get", "/settings/webhooks/", "nodata")],
         "settings/webhooks/<int:endpoint_id>/toggle/": [
             ("page", "post", f"/settings/webhooks/{w['endpoint'].pk}/toggle/", 404)],
@@ -222,5 +232,7 @@ def test_every_url_pattern_is_covered_and_never_leaks_another_tenant(world):
     assert Anomaly.objects.get(pk=world["anomaly"].pk).status == "open"
     assert ModelPrice.objects.filter(pk=world["price"].pk).exists()
     assert Membership.objects.get(pk=world["bob_membership"].pk).role == "owner"
+    assert Invitation.objects.get(pk=world["bob_invitation"].pk).revoked_at is None
+    assert not Membership.objects.filter(tenant=bob).exclude(pk=world["bob_membership"].pk).exists()
     assert UsageEvent.objects.filter(tenant=bob).count() == 1
     assert bob.cost_mode == type(bob).objects.get(pk=bob.pk).cost_mode

@@ -21,7 +21,8 @@ def _checked(model, field_name: str, value: str, option: str) -> None:
 
 
 class Command(BaseCommand):
-    help = "Create a tenant (and optionally its owner login). Prints the tenant slug as the last line."
+    help = ("Create a tenant (and optionally its owner login; the owner then invites everyone else with a link from "
+            "Settings → Members). Prints the tenant slug as the last line.")
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Display name of the organisation, e.g. 'Acme Inc'.")
@@ -68,7 +69,8 @@ class Command(BaseCommand):
                                   email=admin_email)
         if admin_username:
             if existing_user is None:
-                self.stderr.write(f"Owner {admin_username!r} can sign in to tenant {tenant.name!r}.")
+                self.stderr.write(f"Owner {admin_username!r} can sign in to tenant {tenant.name!r} and invite members "
+                                  f"from Settings → Members.")
             else:
                 unused = " (--admin-password was not used)" if admin_password else ""
                 self.stderr.write(f"Existing user {admin_username!r} is now an owner of tenant {tenant.name!r}; "
