@@ -26,10 +26,37 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+def _env_text(name: str, default: str | None) -> str | None:
+    """Unset or empty is the default (an empty GUNICORN_BIND bound nothing while workers crash-looped)."""
+    return os.environ.get(name, "").strip() or default
+
+
+def _bind(raw: str) -> list[str]:
+    """HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N, comma-separated; a port out of range is one clear line."""
+    addresses = [part.strip() for part in raw.split(",") if part.strip()]
+    for address in addresses:
+        if address.startswith(("unix:", "fd://")):
+            continue
+        port = address.rpartition(":")[2] if ":" in address.rpartition("]")[2] else "8000"
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise SystemExit(f"gunicorn.conf.py: GUNICORN_BIND must be HOST:PORT with a port from 1 to 65535 "
+                             f"(or unix:PATH), got {address!r}")
+    return addresses
+
+
+def _worker_class(name: str) -> str:
+    try:
+        util.load_class(name, default="gunicorn.workers.sync.SyncWorker", section="gunicorn.workers")
+    except (ImportError, RuntimeError, AttributeError, ValueError):
+        raise SystemExit(f"gunicorn.conf.py: GUNICORN_WORKER_CLASS {name!r} cannot be loaded (not a gunicorn worker "
+                         "class, or its package is not installed)") from None
+    return name
+
+
+bind = _bind(_env_text("GUNICORN_BIND", "0.0.0.0:8000"))
 workers = _env_int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
 threads = _env_int("GUNICORN_THREADS", 1)
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+worker_class = _worker_class(_env_text("GUNICORN_WORKER_CLASS", "sync"))
 timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=0)
 graceful_timeout = 20
 keepalive = 5
@@ -37,7 +64,7 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", None)
+accesslog = _env_text("GUNICORN_ACCESSLOG", None)
 loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower() or "info"  # until on_starting has read the settings
 
 # The master never imports the project: workers import it fresh (a HUP reload picks up new code and settings), and
@@ -110,6 +137,21 @@ def on_reload(server):
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
 control_socket_disable = not control_socket
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def _switched_off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"0", "false", "no", "off"}
+
+
+# Which proxy headers make gunicorn call a request HTTPS: only X-Forwarded-Proto, the one header Django is told to
+# trust (settings.SECURE_PROXY_SSL_HEADER), and none when that is off or HTTPS is not set. gunicorn's default also
+# trusts X-Forwarded-Ssl and X-Forwarded-Protocol, which a proxy setting only X-Forwarded-Proto passes on from the
+# client unchanged. (The values themselves are checked with the settings, in on_starting.)
+if os.environ.get("HTTPS", "").strip().lower() in {"1", "true", "yes", "on"} and not _switched_off(
+        "SECURE_PROXY_SSL_HEADER"):
+    secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+else:
+    secure_scheme_headers = {}
 
 
 def child_exit(server, worker):

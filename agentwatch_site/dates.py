@@ -1,9 +1,25 @@
 """Time helpers. Everything is aware UTC; a tenant's days and months are taken in its time zone (UTC default)."""
 
 import datetime
+import functools
 import zoneinfo
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(name: str) -> None:
+    """An IANA time zone name as the tz database spells it (`America/Los_Angeles`, `UTC`): anything else would
+    quietly mean UTC."""
+    if name not in _zone_names():
+        raise ValidationError(
+            "%(value)r is not an IANA time zone name, such as UTC, Europe/Berlin or America/Los_Angeles (with "
+            "underscores, as the tz database spells it).", code="invalid_time_zone", params={"value": name})
 
 
 def tenant_zone(tenant) -> zoneinfo.ZoneInfo:

@@ -30,3 +30,18 @@ class AddIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, AddIndexConcurrentl
     @property
     def plain(self):
         return migrations.AddIndex(self.model_name, self.index)
+
+
+class AddIndexConcurrentlyIfMissingOnPostgres(AddIndexConcurrentlyOnPostgres):
+    """The same, except that an index of that name already on the table is taken as this one: for an index that an
+    earlier version of a migration already created on some databases (a migration edited after it shipped)."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            table = to_state.apps.get_model(app_label, self.model_name)._meta.db_table
+            with schema_editor.connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s "
+                               "AND indexname = %s", [table, self.index.name])
+                if cursor.fetchone() is not None:
+                    return
+        super().database_forwards(app_label, schema_editor, from_state, to_state)

@@ -4,8 +4,10 @@ With no environment set this is the embedded mode (SQLite under var/, Celery tas
 local-memory cache). Production sets DATABASE_URL, REDIS_URL, SECRET_KEY, ALLOWED_HOSTS and DEBUG=0.
 """
 
+import os
 from pathlib import Path
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from agentwatch_site.env import (
@@ -123,7 +125,8 @@ if DATABASE_URL:
         # for that team would wait, with budget checks reading the spend of before. PostgreSQL ends such a
         # transaction after this many idle seconds (none of ours waits between statements for long); 0 turns it
         # off, as a transaction-mode pooler that refuses start-up options needs.
-        idle_seconds = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT", 60, minimum=0)
+        # PostgreSQL takes at most 2^31 - 1 milliseconds; more is refused on every connect.
+        idle_seconds = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT", 60, minimum=0, maximum=2_147_483)
         if idle_seconds:
             # Added to any `options` the DATABASE_URL carries (e.g. ?options=-c%20search_path%3Dagentwatch).
             extra = DATABASES["default"]["OPTIONS"].get("options", "")
@@ -199,11 +202,14 @@ CELERY_TIMEZONE = "UTC"
 # Webhook deliveries wait on other people's servers (up to WEBHOOK_TIMEOUT_SECONDS an attempt), so they have a queue
 # of their own: with a worker per queue (the Procfile), a slow or hanging receiver never holds up recording.
 CELERY_TASK_ROUTES = {"tenants.tasks.webhook_deliver": {"queue": "webhooks"}}
+# The slower jobs run at fixed times of the clock (UTC), not at intervals counted from beat's start: a beat whose
+# schedule file is not kept (a container's disposable disk) and that restarts more often than an interval would
+# otherwise never run that job — the daily purge, and retention with it.
 CELERY_BEAT_SCHEDULE = {
     "sweep-unrecorded-events": {"task": "usage.tasks.sweep_unrecorded_events", "schedule": 5.0},
-    "expire-sessions": {"task": "usage.tasks.expire_sessions", "schedule": 3600.0},
-    "detect-spend-spikes": {"task": "usage.tasks.detect_spend_spikes", "schedule": 900.0},
-    "purge-expired-events": {"task": "usage.tasks.purge_expired_events", "schedule": 86400.0},
+    "expire-sessions": {"task": "usage.tasks.expire_sessions", "schedule": crontab(minute="7")},
+    "detect-spend-spikes": {"task": "usage.tasks.detect_spend_spikes", "schedule": crontab(minute="*/15")},
+    "purge-expired-events": {"task": "usage.tasks.purge_expired_events", "schedule": crontab(hour="3", minute="17")},
     "retry-webhook-deliveries": {"task": "tenants.tasks.retry_due_webhook_deliveries", "schedule": 30.0},
     "sweep-budget-alerts": {"task": "budgets.tasks.budget_alerts_sweep", "schedule": 300.0},
 }
@@ -218,12 +224,21 @@ WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", default=False)
 WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
 if WEBHOOK_CA_BUNDLE and not Path(WEBHOOK_CA_BUNDLE).is_file():
     raise ImproperlyConfigured(f"WEBHOOK_CA_BUNDLE must name a PEM file of CA certificates, got {WEBHOOK_CA_BUNDLE!r}")
-WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+# At most 20: an attempt may wait this long for DNS and as long again for the exchange, inside the delivery task's
+# 45 s soft time limit (tenants.webhooks.ATTEMPT_SOFT_TIME_LIMIT_SECONDS).
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=20)
 # Attempt n waits about base × 2^(n-1) seconds (± jitter) after a retryable failure; then the delivery fails.
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
 WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=0)
 # Django refuses larger bodies with 413 before any view parses them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
+# Read by prometheus_client itself in every process; checked here so a missing directory is one line at start-up,
+# not a traceback in each worker as it boots.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR and not (Path(PROMETHEUS_MULTIPROC_DIR).is_dir()
+                                     and os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK | os.X_OK)):
+    raise ImproperlyConfigured("PROMETHEUS_MULTIPROC_DIR must name an existing directory this process can write, "
+                               f"got {PROMETHEUS_MULTIPROC_DIR!r}")
 
 # --- Auth, sessions --------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -285,6 +300,10 @@ if HTTPS:
     if env_bool("SECURE_PROXY_SSL_HEADER", default=True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$", r"^metrics$"]
+
+# Reverse proxies in front of gunicorn that append the client's address to X-Forwarded-For: the sign-in throttle
+# counts failures per client address, which is the proxy's own without this (agentwatch_site/http.py).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

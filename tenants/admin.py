@@ -1,6 +1,10 @@
 from django.contrib import admin
 
+from tenants.forms import ThrottledAdminLoginForm
 from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant, WebhookDelivery, WebhookEndpoint
+
+# The admin's own sign-in page (staff and superusers, who see every tenant) under the dashboard's throttle.
+admin.site.login_form = ThrottledAdminLoginForm
 
 
 class MembershipInline(admin.TabularInline):

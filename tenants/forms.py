@@ -3,20 +3,20 @@ import logging
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.cache import cache
 
+from agentwatch_site.http import client_ip
 from tenants.models import ApiKey, Membership, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
 LOGIN_MAX_FAILURES = getattr(settings, "LOGIN_MAX_FAILURES", 5)
+# Failures from one address across all usernames (password spraying), in the same window.
+LOGIN_MAX_FAILURES_PER_ADDRESS = getattr(settings, "LOGIN_MAX_FAILURES_PER_ADDRESS", 50)
 LOGIN_FAILURE_WINDOW_SECONDS = getattr(settings, "LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60)
-
-
-def _client_ip(request) -> str:
-    return (request.META.get("REMOTE_ADDR") or "unknown") if request is not None else "unknown"
 
 
 def login_failure_key(username: str, ip: str) -> str:
@@ -24,29 +24,35 @@ def login_failure_key(username: str, ip: str) -> str:
     return f"login-fail:{digest}"
 
 
-class ThrottledLoginForm(AuthenticationForm):
-    """Django's sign-in form, refusing a username from an address after LOGIN_MAX_FAILURES failed attempts
-    within LOGIN_FAILURE_WINDOW_SECONDS, before the password is even checked (so guessing stops paying)."""
+def _address_failure_key(ip: str) -> str:
+    return f"login-fail-ip:{hashlib.sha256(ip.encode()).hexdigest()[:32]}"
 
-    error_messages = {
-        **AuthenticationForm.error_messages,
-        "throttled": "Too many failed sign-in attempts. Wait 15 minutes and try again.",
-    }
+
+class LoginThrottle:
+    """For a sign-in form: refuse a username from an address after LOGIN_MAX_FAILURES failed attempts, and any
+    sign-in from an address after LOGIN_MAX_FAILURES_PER_ADDRESS, within LOGIN_FAILURE_WINDOW_SECONDS, before the
+    password is even checked (so guessing stops paying). The address is the client's, through the trusted proxies
+    (agentwatch_site.http.client_ip): counted per proxy address, anyone could lock anyone out."""
+
+    throttled_message = "Too many failed sign-in attempts. Wait 15 minutes and try again."
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
-        key = login_failure_key(username, _client_ip(self.request))
+        ip = client_ip(self.request) if self.request is not None else "unknown"
+        keys = {login_failure_key(username, ip): LOGIN_MAX_FAILURES,
+                _address_failure_key(ip): LOGIN_MAX_FAILURES_PER_ADDRESS}
         try:
-            failures = cache.get(key, 0)
+            failures = cache.get_many(list(keys))
         except Exception:
             logger.warning("login throttle cache unavailable")
-            failures = 0
-        if failures >= LOGIN_MAX_FAILURES:
-            raise forms.ValidationError(self.error_messages["throttled"], code="throttled")
+            failures = {}
+        if any(failures.get(key, 0) >= limit for key, limit in keys.items()):
+            raise forms.ValidationError(self.throttled_message, code="throttled")
         try:
             return super().clean()
         except forms.ValidationError:
-            self._count_failure(key)
+            for key in keys:
+                self._count_failure(key)
             raise
 
     @staticmethod
@@ -58,6 +64,14 @@ class ThrottledLoginForm(AuthenticationForm):
             cache.set(key, 1, LOGIN_FAILURE_WINDOW_SECONDS)
         except Exception:
             logger.warning("login throttle cache unavailable")
+
+
+class ThrottledLoginForm(LoginThrottle, AuthenticationForm):
+    """The dashboard's sign-in form."""
+
+
+class ThrottledAdminLoginForm(LoginThrottle, AdminAuthenticationForm):
+    """The Django admin's sign-in form (staff and superusers, who see every tenant), under the same throttle."""
 
 
 class ApiKeyCreateForm(forms.Form):

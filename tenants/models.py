@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from agentwatch_site.dates import validate_time_zone
+
 
 class TenantQuerySet(models.QuerySet):
     def for_tenant(self, tenant):
@@ -26,7 +28,10 @@ class Tenant(models.Model):
         default=90, validators=[MinValueValidator(1), MaxValueValidator(3650)]
     )
     cost_mode = models.CharField(max_length=10, choices=CostMode.choices, default=CostMode.BLENDED)
-    timezone = models.CharField(max_length=64, default="UTC")
+    timezone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_time_zone],
+        help_text="IANA name, e.g. Europe/Berlin: the calendar of budgets, alerts and reports. Set it before agents "
+                  "send events; days already recorded keep the zone they were recorded in.")
     spike_min_usd = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("1.00"))
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -3,11 +3,13 @@ import logging
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from agentwatch_site.dates import validate_time_zone
 from agentwatch_site.errors import ApiError, Conflict, InvalidRequest, NotFound
 from agentwatch_site.metrics import EVENTS_REJECTED
 from tenants.keys import display_prefix, generate_key, hash_key
@@ -18,25 +20,29 @@ logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
-def tenant_create(*, name: str, slug: str | None = None) -> Tenant:
+def tenant_create(*, name: str, slug: str | None = None, time_zone: str = "UTC") -> Tenant:
     """A slug derived from the name gets -2, -3 … when taken; an explicit slug that is taken is refused (a script
     would otherwise go on to make keys for the tenant that already had it)."""
     name = name.strip()
     if not name:
         raise InvalidRequest("Tenant name must not be empty.", code="validation_error")
+    try:
+        validate_time_zone(time_zone)
+    except ValidationError as exc:
+        raise InvalidRequest(exc.messages[0], code="validation_error") from None
     if slug is not None:
         explicit = slugify(slug)[:50]
         if not explicit:
             raise InvalidRequest(f"Slug {slug!r} has no letters or digits.", code="validation_error")
         if Tenant.objects.filter(slug=explicit).exists():
             raise Conflict(f"A tenant with slug {explicit!r} already exists; choose another slug.")
-        return Tenant.objects.create(name=name, slug=explicit)
+        return Tenant.objects.create(name=name, slug=explicit, timezone=time_zone)
     base = slugify(name)[:50] or "tenant"
     candidate, n = base, 1
     while Tenant.objects.filter(slug=candidate).exists():
         n += 1
         candidate = f"{base}-{n}"
-    return Tenant.objects.create(name=name, slug=candidate)
+    return Tenant.objects.create(name=name, slug=candidate, timezone=time_zone)
 
 
 @transaction.atomic

@@ -2,6 +2,7 @@
 helpers every app's views share: who may see a page, who may write, full page or htmx fragment."""
 
 import functools
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -188,6 +189,14 @@ class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     authentication_form = ThrottledLoginForm
     redirect_authenticated_user = True
+
+    def get_redirect_url(self):
+        """`next` back to the sign-in page itself would send a signed-in user round in a loop (Django refuses it with
+        an error): they go to the default page instead."""
+        url = super().get_redirect_url()
+        if url and urlsplit(url).path == self.request.path:
+            return ""
+        return url
 
 
 class LogoutView(auth_views.LogoutView):

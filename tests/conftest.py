@@ -249,6 +249,17 @@ def wait_until_recorded(timeout: float = 30.0) -> None:
 SLOW_MARKERS = ("faults", "browser", "schemathesis")
 
 
+@pytest.fixture
+def migrations_restored(transactional_db):
+    """For a test that migrates an app backwards: every app is migrated forward to its latest migration afterwards,
+    so the tests after it run on the current schema."""
+    yield
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def wait_for_sdk_events(client, count: int, timeout: float = 20.0) -> None:
     """aw-sdk posts from a background thread: wait until the server has stored `count` events and answered every
     post `client` queued. (In the embedded configuration the server records the events inside that request, on

@@ -56,12 +56,37 @@ def test_redact_url_hides_a_password_even_with_an_unescaped_at_sign():
     assert redact_url("postgres://aw@db/aw") == "postgres://aw@db/aw"
 
 
-def test_a_bad_gunicorn_setting_stops_gunicorn_with_one_clear_line():
-    env = {**os.environ, "GUNICORN_WORKERS": "two"}
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--check-config",
-                             "agentwatch_site.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+def gunicorn_check_config(**env_overrides) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_overrides}
+    return subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--check-config",
+                           "agentwatch_site.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("GUNICORN_WORKERS", "two", "GUNICORN_WORKERS must be an integer, got 'two'"),
+    ("GUNICORN_BIND", "127.0.0.1:99999",
+     "GUNICORN_BIND must be HOST:PORT with a port from 1 to 65535 (or unix:PATH), got '127.0.0.1:99999'"),
+    ("GUNICORN_WORKER_CLASS", "nosuch",
+     "GUNICORN_WORKER_CLASS 'nosuch' cannot be loaded (not a gunicorn worker class, or its package is not installed)"),
+])
+def test_a_bad_gunicorn_setting_stops_gunicorn_with_one_clear_line(name, value, message):
+    result = gunicorn_check_config(**{name: value})
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == "gunicorn.conf.py: GUNICORN_WORKERS must be an integer, got 'two'"
+    assert result.stderr.strip().splitlines() == [f"gunicorn.conf.py: {message}"]
+
+
+def test_empty_gunicorn_settings_mean_their_defaults(monkeypatch):
+    """An empty GUNICORN_BIND bound nothing while workers crash-looped; an empty worker class or access log was a
+    traceback."""
+    import runpy
+
+    empty = {"GUNICORN_BIND": "", "GUNICORN_WORKER_CLASS": "", "GUNICORN_ACCESSLOG": ""}
+    result = gunicorn_check_config(**empty)
+    assert result.returncode == 0, result.stderr
+    for name, value in empty.items():
+        monkeypatch.setenv(name, value)
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert (config["bind"], config["worker_class"], config["accesslog"]) == (["0.0.0.0:8000"], "sync", None)
 
 
 def test_workers_and_beat_keep_reconnecting_through_a_long_redis_outage():

@@ -59,6 +59,53 @@ def test_failures_for_another_username_do_not_lock_out_this_one(client, owner):
     assert client.post("/login/", {"username": "olivia", "password": PASSWORD}).status_code == 302
 
 
+def test_behind_a_proxy_failures_count_per_client_address_so_no_one_can_lock_another_out(owner, settings):
+    """Behind the README's nginx every request comes from the proxy's address; the client's is the last entry of
+    X-Forwarded-For. An attacker's five failures must not lock the real user out from their own address."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    attacker = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.66")
+    for _ in range(5):
+        attacker.post("/login/", {"username": "olivia", "password": "guess"})
+    assert b"Too many failed" in attacker.post("/login/", {"username": "olivia", "password": PASSWORD}).content
+    # The attacker cannot get round it by choosing the entries left of the proxy's own.
+    spoofed = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.7, 203.0.113.66")
+    assert b"Too many failed" in spoofed.post("/login/", {"username": "olivia", "password": PASSWORD}).content
+    user = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.7")
+    assert user.post("/login/", {"username": "olivia", "password": PASSWORD}).status_code == 302
+
+
+def test_one_address_failing_for_many_usernames_is_stopped_too(owner, settings):
+    """Password spraying: one guess per username never reaches the per-username limit."""
+    sprayer = Client(REMOTE_ADDR="203.0.113.9")
+    for n in range(50):
+        sprayer.post("/login/", {"username": f"user{n}", "password": "Winter2026!"})
+    response = sprayer.post("/login/", {"username": "olivia", "password": PASSWORD})
+    assert b"Too many failed" in response.content
+    assert Client(REMOTE_ADDR="203.0.113.10").post("/login/", {"username": "olivia",
+                                                               "password": PASSWORD}).status_code == 302
+
+
+def test_the_django_admin_sign_in_is_throttled_too(db):
+    """Staff and superusers see every tenant: their sign-in page must not allow unlimited guesses."""
+    UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = Client(REMOTE_ADDR="203.0.113.20")
+    for _ in range(5):
+        assert client.post("/admin/login/", {"username": "root", "password": "guess"}).status_code == 200
+    response = client.post("/admin/login/?next=/admin/", {"username": "root", "password": PASSWORD})
+    assert response.status_code == 200
+    assert b"Too many failed sign-in attempts" in response.content
+    assert "_auth_user_id" not in client.session
+    other = Client(REMOTE_ADDR="203.0.113.21")
+    assert other.post("/admin/login/?next=/admin/", {"username": "root", "password": PASSWORD}).status_code == 302
+
+
+def test_a_signed_in_user_sent_back_to_sign_in_goes_to_the_overview_not_an_error(owner_client):
+    for url in ("/login/?next=/login/", "/login/?next=/login/%3Fnext%3D/"):
+        response = owner_client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"] == "/"
+
+
 def test_sign_out_is_a_post_and_ends_the_session(owner_client):
     assert owner_client.get("/").status_code == 200
     # Typed in the address bar: a page with the button, and still signed in.

@@ -86,6 +86,21 @@ def test_an_allowed_hosts_entry_that_is_not_a_host_name_refuses_to_start(value):
     assert f"ALLOWED_HOSTS entry {value!r} is not a host name Django can match" in one_line_error(result)
 
 
+@pytest.mark.parametrize(("name", "value", "message"), [
+    # PostgreSQL refuses more than 2^31 - 1 ms on every connect: every request would be a 503.
+    ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "2592000",
+     "DB_IDLE_IN_TRANSACTION_TIMEOUT must be at most 2147483, got 2592000"),
+    # An attempt waits this long for DNS and as long again for the receiver, inside the task's 45 s soft limit.
+    ("WEBHOOK_TIMEOUT_SECONDS", "1e10", "WEBHOOK_TIMEOUT_SECONDS must be at most 20, got 10000000000.0"),
+    ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/prometheus",
+     "PROMETHEUS_MULTIPROC_DIR must name an existing directory this process can write, got '/nonexistent/prometheus'"),
+])
+def test_values_that_would_fail_later_are_refused_at_start_up(name, value, message):
+    """Each was accepted and then failed at every connect, every webhook DNS lookup, or each worker's boot."""
+    result = run_manage("check", **{**PRODUCTION_ENV, name: value})
+    assert one_line_error(result) == f"manage.py: configuration error: {message}"
+
+
 def test_allowed_hosts_takes_names_addresses_subdomain_patterns_and_a_wildcard():
     hosts = "agentwatch.example.com,.example.org,10.0.0.5,[::1],*,localhost,xn--bcher-kva.de,my_host"
     result = run_manage("check", **{**PRODUCTION_ENV, "ALLOWED_HOSTS": hosts})

@@ -104,3 +104,25 @@ def test_a_chunked_body_over_the_limit_gets_413(gunicorn_server, tenant):
     assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
     assert b'"request_too_large"' in reply
     assert not UsageEvent.objects.filter(tenant=tenant).exists()
+
+
+@requires_production
+@pytest.mark.parametrize(("proxy_header", "header", "secure"), [
+    ("1", "X-Forwarded-Proto: https", True),   # the proxy's header, trusted
+    ("1", "X-Forwarded-Ssl: on", False),       # passed on from the client by a proxy setting only the one above
+    ("1", "X-Forwarded-Protocol: ssl", False),
+    ("0", "X-Forwarded-Proto: https", False),  # SECURE_PROXY_SSL_HEADER=0: no header makes a request HTTPS
+    ("0", "X-Forwarded-Ssl: on", False),
+])
+def test_only_the_proxys_x_forwarded_proto_makes_a_request_https(transactional_db, proxy_header, header, secure):
+    """With HTTPS on, a plain-HTTP request is redirected to HTTPS unless a trusted proxy says it came over HTTPS.
+    gunicorn also trusted X-Forwarded-Ssl and X-Forwarded-Protocol by default, and did with the setting off."""
+    env = subprocess_env(HTTPS="1", SECURE_PROXY_SSL_HEADER=proxy_header, ALLOWED_HOSTS="localhost,127.0.0.1")
+    server = ServerProcess(env, workers=1, name="scheme").start()
+    try:
+        reply = raw_exchange(server, f"GET /login/ HTTP/1.1\r\nHost: localhost\r\n{header}\r\n"
+                                     "Connection: close\r\n\r\n".encode())
+    finally:
+        server.stop()
+    status = reply.split(b"\r\n", 1)[0]
+    assert (b" 200 " in status) if secure else (b" 301 " in status), reply[:300]

@@ -30,6 +30,35 @@ def test_createtenant_with_admin_creates_an_owner():
 
 
 @pytest.mark.django_db
+def test_createtenant_sets_the_time_zone_of_the_organisations_calendar(client):
+    """The zone decides which month (and budget) an event at 03:00 UTC on the 1st counts in: it can be set, and a
+    misspelling is refused instead of quietly meaning UTC."""
+    slug = run("createtenant", "Acme West", "--timezone", "America/Los_Angeles")[-1]
+    assert Tenant.objects.get(slug=slug).timezone == "America/Los_Angeles"
+    assert Tenant.objects.get(slug=run("createtenant", "Acme UTC")[-1]).timezone == "UTC"
+    with pytest.raises(CommandError, match=r"--timezone: 'America/Los Angeles' is not an IANA time zone name"):
+        run("createtenant", "Acme Typo", "--timezone", "America/Los Angeles")
+    assert not Tenant.objects.filter(name="Acme Typo").exists()
+
+
+@pytest.mark.django_db
+def test_the_django_admin_refuses_a_time_zone_that_does_not_exist(client):
+    tenant = Tenant.objects.create(name="Acme", slug="acme")
+    get_user_model().objects.create_superuser("root", "root@example.com", "correct-horse-battery")
+    client.login(username="root", password="correct-horse-battery")
+    page = client.get(f"/admin/tenants/tenant/{tenant.pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    data.update({"timezone": "America/Los Angeles", "memberships-TOTAL_FORMS": "0",
+                 "memberships-INITIAL_FORMS": "0"})
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", data)
+    assert response.status_code == 200
+    assert "is not an IANA time zone name" in response.content.decode()
+    tenant.refresh_from_db()
+    assert tenant.timezone == "UTC"
+
+
+@pytest.mark.django_db
 def test_createtenant_refuses_half_the_admin_options():
     with pytest.raises(CommandError, match="give --admin-password to create one"):
         run("createtenant", "Acme", "--admin-username", "ada")

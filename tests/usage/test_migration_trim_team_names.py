@@ -22,6 +22,7 @@ def migrate(targets):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("migrations_restored")
 def test_spaced_teams_are_renamed_or_merged_with_their_spend():
     apps = migrate(BEFORE)
     Tenant, Team = apps.get_model("tenants", "Tenant"), apps.get_model("tenants", "Team")

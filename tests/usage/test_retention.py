@@ -194,3 +194,34 @@ def test_a_purge_that_loses_the_database_says_so_in_one_line_and_a_new_run_finis
     connection.close()
     purge("--batch-size", "1", "--pause-ratio", "0")
     assert UsageEvent.objects.filter(tenant=tenant).count() == 1
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_stopped_with_sigterm_releases_its_lock_so_the_next_run_starts_at_once(tenant, telemetry_api,
+                                                                                       recording):
+    """systemd and Kubernetes stop a job with SIGTERM: killed outright, the purge kept its lock for 15 minutes and
+    the next run (beat's daily one too) was refused as "already running"."""
+    import signal
+    import time
+
+    tenant.retention_days = 7
+    tenant.save()
+    ingest(telemetry_api, 20, 19, 18, 17, 16, 2)
+    recording()
+    slow = subprocess.Popen([sys.executable, "manage.py", "purge_expired", "--batch-size", "1", "--pause-ratio", "100"],
+                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while UsageEvent.objects.filter(tenant=tenant).count() == 6:  # its first batch is in: it holds the lock
+        assert time.monotonic() < deadline and slow.poll() is None, slow.communicate()
+        time.sleep(0.05)
+    slow.send_signal(signal.SIGTERM)
+    out, err = slow.communicate(timeout=30)
+    assert slow.returncode == 128 + signal.SIGTERM, (out, err)
+    assert err.strip().splitlines() == [
+        "CommandError: Stopped by SIGTERM; each batch was committed on its own, so run the purge again to go on "
+        "from where it stopped."]
+    again = subprocess.run([sys.executable, "manage.py", "purge_expired", "--pause-ratio", "0"], cwd=ROOT,
+                           env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert UsageEvent.objects.filter(tenant=tenant).count() == 1

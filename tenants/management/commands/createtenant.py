@@ -33,10 +33,15 @@ class Command(BaseCommand):
         parser.add_argument("--admin-password", help="Password for a new --admin-username (checked against the "
                                                      "password rules).")
         parser.add_argument("--admin-email", default="", help="E-mail for --admin-username.")
+        parser.add_argument("--timezone", default="UTC",
+                            help="IANA time zone of the organisation's calendar, e.g. Europe/Berlin (default UTC): "
+                                 "the months of budgets, alerts and the CSV export, the days of reports and charts. "
+                                 "Set it now: days already recorded keep the zone they were recorded in.")
 
-    def handle(self, *args, name, slug, admin_username, admin_password, admin_email, **options):
+    def handle(self, *args, name, slug, admin_username, admin_password, admin_email, timezone, **options):
         if not name.strip():
             raise CommandError("Tenant name must not be empty.")
+        _checked(Tenant, "timezone", timezone, "--timezone")
         _checked(Tenant, "name", name.strip(), "name")
         if slug is not None and (slugify(slug) != slug or not 0 < len(slug) <= SLUG_MAX):
             raise CommandError(f"--slug {slug[:80]!r} is not a slug: up to {SLUG_MAX} lower-case letters, digits and "
@@ -61,7 +66,7 @@ class Command(BaseCommand):
         # The tenant and its owner together: a failure leaves no tenant without one.
         with transaction.atomic():
             try:
-                tenant = tenant_create(name=name, slug=slug)
+                tenant = tenant_create(name=name, slug=slug, time_zone=timezone)
             except ApiError as exc:
                 raise CommandError(exc.message) from None
             if admin_username:
