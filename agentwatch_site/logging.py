@@ -23,6 +23,34 @@ class WarningWithoutTraceback(logging.Filter):
         return True
 
 
+# Tasks that run every few seconds (beat's sweep and webhook retries) or after nearly every post (the recording
+# wake-up, an API key's last use, the alert check after a batch): Celery's "received" and "succeeded" lines for them
+# at INFO would be most of a worker's log and hide the rest.
+ROUTINE_TASKS = frozenset({
+    "usage.tasks.record_pending_events", "usage.tasks.sweep_unrecorded_events",
+    "tenants.tasks.retry_due_webhook_deliveries", "tenants.tasks.api_key_touch_task",
+    "budgets.tasks.budget_alerts_check",
+})
+
+
+class RoutineTasksAtDebug(logging.Filter):
+    """For Celery's task lines (celery.worker.strategy "received", celery.app.trace "succeeded", celery.beat
+    "Sending due task"): those about ROUTINE_TASKS are DEBUG lines, shown only at LOG_LEVEL=DEBUG. A task's failure
+    and retries are logged at WARNING or above and are not touched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _names_routine_task(record.args):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _names_routine_task(args) -> bool:
+    if isinstance(args, dict):  # celery.app.trace and celery.worker.strategy pass the task's context
+        return args.get("name") in ROUTINE_TASKS
+    return isinstance(args, tuple) and any(isinstance(arg, str) and arg in ROUTINE_TASKS for arg in args)
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()

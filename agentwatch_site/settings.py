@@ -368,6 +368,7 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "agentwatch_site.logging.RequestIdFilter"},
         "warning_without_traceback": {"()": "agentwatch_site.logging.WarningWithoutTraceback"},
+        "routine_tasks_at_debug": {"()": "agentwatch_site.logging.RoutineTasksAtDebug"},
     },
     "formatters": {
         "kv": {"()": "agentwatch_site.logging.KeyValueFormatter"},
@@ -387,5 +388,8 @@ LOGGING = {
         "django.security.DisallowedHost": {"filters": ["warning_without_traceback"]},
         # httpx logs every request URL at INFO; a webhook URL (Slack's) carries a secret in its path.
         "httpx": {"level": "WARNING"},
+        "celery.worker.strategy": {"filters": ["routine_tasks_at_debug"]},
+        "celery.app.trace": {"filters": ["routine_tasks_at_debug"]},
+        "celery.beat": {"filters": ["routine_tasks_at_debug"]},
     },
 }

@@ -1,7 +1,16 @@
 from django.contrib import admin
 
 from tenants.forms import ThrottledAdminLoginForm
-from tenants.models import ApiKey, Membership, RejectedTelemetry, Team, Tenant, WebhookDelivery, WebhookEndpoint
+from tenants.models import (
+    ApiKey,
+    Invitation,
+    Membership,
+    RejectedTelemetry,
+    Team,
+    Tenant,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 # The admin's own sign-in page (staff and superusers, who see every tenant) under the dashboard's throttle.
 admin.site.login_form = ThrottledAdminLoginForm
@@ -27,6 +36,23 @@ class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username", "tenant__name"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Made by owners in Settings → Members, which shows the link once; here only to see and revoke them (the token's
+    hash is never shown)."""
+
+    list_display = ["tenant", "role", "email", "created_by", "created_at", "expires_at", "accepted_by", "revoked_at"]
+    list_filter = ["role"]
+    search_fields = ["tenant__name", "email"]
+    fields = ["tenant", "role", "email", "created_by", "created_at", "expires_at", "accepted_by", "accepted_at",
+              "revoked_at"]
+    readonly_fields = ["tenant", "role", "email", "created_by", "created_at", "expires_at", "accepted_by",
+                       "accepted_at"]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(ApiKey)

@@ -7,6 +7,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.cache import cache
+from django.forms.utils import ErrorDict
 
 from agentwatch_site.http import client_ip
 from tenants.models import ApiKey, Membership, WebhookEndpoint
@@ -96,15 +97,47 @@ class InvitationCreateForm(forms.Form):
                              help_text="Whom the link is for, as a note in the list below.")
 
 
+# Refused account creations from one address in LOGIN_FAILURE_WINDOW_SECONDS: "that username already exists" tells
+# whether an account exists, so an owner with a link of their own must not be able to try names without end.
+SIGNUP_MAX_FAILURES_PER_ADDRESS = getattr(settings, "SIGNUP_MAX_FAILURES_PER_ADDRESS", 20)
+
+
 class InvitationSignupForm(UserCreationForm):
     """A new account from an invitation link: Django's own form (username unique ignoring case, the password twice
-    through AUTH_PASSWORD_VALIDATORS), with an e-mail that is stored, never checked against other accounts."""
+    through AUTH_PASSWORD_VALIDATORS), with an e-mail that is stored, never checked against other accounts.
+    Throttled per client address: after SIGNUP_MAX_FAILURES_PER_ADDRESS refused attempts it checks nothing."""
 
     email = forms.EmailField(max_length=254, label="E-mail")
 
     class Meta(UserCreationForm.Meta):
         model = get_user_model()
         fields = ("username", "email")
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def full_clean(self):
+        key = _signup_failure_key(client_ip(self.request) if self.request is not None else "unknown")
+        if self.is_bound:
+            try:
+                failures = cache.get(key, 0)
+            except Exception:
+                logger.warning("sign-up throttle cache unavailable")
+                failures = 0
+            if failures >= SIGNUP_MAX_FAILURES_PER_ADDRESS:
+                self._errors, self.cleaned_data = ErrorDict(), {}
+                self.add_error(None, forms.ValidationError(
+                    "Too many refused attempts to create an account. Wait 15 minutes and try again.",
+                    code="throttled"))
+                return
+        super().full_clean()
+        if self.is_bound and self._errors:
+            LoginThrottle._count_failure(key)
+
+
+def _signup_failure_key(ip: str) -> str:
+    return f"signup-fail-ip:{hashlib.sha256(ip.encode()).hexdigest()[:32]}"
 
 
 class MemberRoleForm(forms.Form):

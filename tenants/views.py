@@ -385,7 +385,7 @@ def _invitation_accept(request, invitation: Invitation):
 
 def _invitation_sign_up(request, invitation: Invitation):
     form = InvitationSignupForm(request.POST if request.method == "POST" else None,
-                                initial={"email": invitation.email})
+                                initial={"email": invitation.email}, request=request)
     if form.is_bound and form.is_valid():
         try:
             user, membership = invitation_accept_as_new_user(

@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from agentwatch_site.celery import app as celery_app
 from agentwatch_site.env import env_database_url, env_redis_url, redact_url
+from tests.conftest import requires_production
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,3 +173,24 @@ def test_a_process_frozen_in_a_transaction_loses_its_locks_after_the_idle_timeou
     finally:
         frozen.kill()
         frozen.wait()
+
+
+@requires_production
+def test_the_worker_logs_routine_tasks_only_at_debug_and_the_rest_at_info(celery_worker_process):
+    """The sweep runs every 5 s and the recording wake-up after nearly every post: their "received"/"succeeded"
+    lines were most of a worker's log at INFO. Other tasks are still logged."""
+    from usage.tasks import detect_spend_spikes, sweep_unrecorded_events
+
+    for _ in range(3):
+        sweep_unrecorded_events.delay()
+    detect_spend_spikes.delay()
+    log_path = celery_worker_process.log_path
+    deadline = time.monotonic() + 30
+    while "detect_spend_spikes" not in log_path.read_text() or "succeeded" not in log_path.read_text():
+        assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+        time.sleep(0.1)
+    time.sleep(1)  # the sweeps were queued first: they have run by now
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    spikes = [r["message"] for r in lines if "usage.tasks.detect_spend_spikes" in r["message"]]
+    assert any("received" in m for m in spikes) and any("succeeded" in m for m in spikes), spikes
+    assert not [r for r in lines if "sweep_unrecorded_events" in r["message"]]

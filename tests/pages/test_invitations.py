@@ -261,6 +261,22 @@ def test_a_taken_username_is_refused_and_the_link_stays_usable(owner, tenant):
     assert Invitation.objects.get().accepted_at is None
 
 
+def test_trying_usernames_through_a_link_is_throttled_per_address(owner, tenant):
+    """ "That username already exists" tells whether an account exists: an owner with a link of their own must not
+    be able to try names without end. After 20 refused attempts from an address nothing more is checked."""
+    _, token = invite(tenant)
+    prober = Client(REMOTE_ADDR="203.0.113.30")
+    body = {"email": "x@example.com", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
+    for n in range(20):
+        assert prober.post(f"/invitations/{token}/", {**body, "username": f"guess{n}", "password2": "x"}
+                           ).status_code == 400
+    blocked = prober.post(f"/invitations/{token}/", {**body, "username": "olivia"}).content.decode()
+    assert "Too many refused attempts" in blocked and "already exists" not in blocked
+    response = Client(REMOTE_ADDR="203.0.113.31").post(f"/invitations/{token}/", {**body, "username": "nina"})
+    assert response.status_code == 302
+    assert Membership.objects.filter(tenant=tenant, user__username="nina").exists()
+
+
 def test_creating_an_account_needs_the_csrf_token(owner, tenant):
     _, token = invite(tenant)
     response = Client(enforce_csrf_checks=True).post(f"/invitations/{token}/", {

@@ -208,3 +208,22 @@ def test_the_django_admin_never_shows_a_key_hash(tenant, admin_key):
         html = client.get(path).content.decode()
         assert key.prefix in html
         assert key.key_hash not in html and admin_key not in html
+
+
+def test_the_django_admin_lists_invitations_without_their_token_or_its_hash(tenant):
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import Invitation
+    from tenants.services import invitation_create
+
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123456")
+    _, raw_token = invitation_create(tenant=tenant, role="admin", email="nina@example.com", created_by=root)
+    invitation = Invitation.objects.get()
+    client = Client()
+    client.login(username="root", password="pw-root-123456")
+    for path in ("/admin/tenants/invitation/", f"/admin/tenants/invitation/{invitation.pk}/change/"):
+        response = client.get(path)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert "nina@example.com" in html
+        assert raw_token not in html and invitation.token_hash not in html
