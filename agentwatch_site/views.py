@@ -1,6 +1,7 @@
 import hmac
 import ipaddress
 import logging
+import re
 import time
 
 from django.conf import settings
@@ -113,7 +114,22 @@ def readyz(request):
 def handler404(request, exception=None):
     if is_api_path(request.path):
         return json_error(status=404, type="not_found_error", code="not_found", message="Not found.")
+    meant = _meant_api_path(request.path)
+    if meant is not None:
+        # A base URL with a trailing slash (`https://host/` + `/v1/ingest`) or a capital V: a client reading JSON
+        # gets the envelope, and whoever reads it the path that works.
+        return json_error(status=404, type="not_found_error", code="not_found",
+                          message=f"No API endpoint at {request.path}; API paths start with a single /v1/ "
+                                  f"(lower case): {meant}")
     return render(request, "404.html", status=404)
+
+
+def _meant_api_path(path: str) -> str | None:
+    """The API path a mistyped one was meant to be: repeated slashes collapsed, `V1` in lower case."""
+    collapsed = re.sub(r"/{2,}", "/", path)
+    if is_api_path(collapsed[:3].lower() + collapsed[3:]):
+        return "/v1" + collapsed[3:]
+    return None
 
 
 def handler500(request):

@@ -175,6 +175,22 @@ def test_unknown_v1_paths_are_json_404_for_every_method(client, db):
         assert response.json()["error"]["type"] == "not_found_error"
 
 
+@pytest.mark.parametrize(("path", "meant"), [
+    ("//v1/ingest", "/v1/ingest"),  # a base URL with a trailing slash, joined to /v1/ingest
+    ("/V1/teams/budgets", "/v1/teams/budgets"),
+    ("//v1//budget-check", "/v1/budget-check"),
+])
+def test_a_mistyped_api_path_gets_a_json_404_naming_the_path_meant(client, db, path, meant):
+    """An HTML page told a script (or aw-sdk with a mistyped ingest_url) nothing."""
+    for method in ("get", "post"):
+        # As sent on the wire: the test client would read "//v1/…" as a URL with the host "v1".
+        response = getattr(client, method)("/", PATH_INFO=path)
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert error["code"] == "not_found" and error["message"].endswith(f"(lower case): {meant}")
+    assert client.get("/no-such-page/").status_code == 404 and b"<html" in client.get("/no-such-page/").content
+
+
 def test_served_schema_is_the_generated_one(client, db):
     """tests/test_schemathesis.py fuzzes the generated document; this is the one /v1/schema serves."""
     from drf_spectacular.generators import SchemaGenerator

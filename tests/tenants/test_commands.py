@@ -79,6 +79,17 @@ def test_createtenant_makes_an_existing_user_an_owner_without_a_password():
 
 
 @pytest.mark.django_db
+def test_createtenant_says_which_options_an_existing_user_left_unused():
+    get_user_model().objects.create_user(username="ada", password="original-pass-1", email="ada@old.example")
+    err = StringIO()
+    call_command("createtenant", "Delta", "--admin-username", "ada", "--admin-email", "ada@new.example",
+                 "--admin-password", "another-pass-2", stdout=StringIO(), stderr=err)
+    assert "(--admin-password and --admin-email were not used)" in err.getvalue()
+    user = get_user_model().objects.get(username="ada")
+    assert user.email == "ada@old.example" and user.check_password("original-pass-1")
+
+
+@pytest.mark.django_db
 def test_createapikey_prints_a_working_key_alone_on_the_last_line():
     slug = run("createtenant", "Acme")[-1]
     key = run("createapikey", "--tenant", slug, "--name", "ci", "--scope", "telemetry")[-1]

@@ -77,7 +77,10 @@ class Command(BaseCommand):
                 self.stderr.write(f"Owner {admin_username!r} can sign in to tenant {tenant.name!r} and invite members "
                                   f"from Settings → Members.")
             else:
-                unused = " (--admin-password was not used)" if admin_password else ""
+                ignored = [option for option, given in (("--admin-password", admin_password),
+                                                        ("--admin-email", admin_email)) if given]
+                unused = f" ({' and '.join(ignored)} {'was' if len(ignored) == 1 else 'were'} not used)" if ignored \
+                    else ""
                 self.stderr.write(f"Existing user {admin_username!r} is now an owner of tenant {tenant.name!r}; "
                                   f"their password is unchanged{unused}.")
         self.stdout.write(tenant.slug)
