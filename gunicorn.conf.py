@@ -140,18 +140,16 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def _switched_off(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"0", "false", "no", "off"}
+    """As agentwatch_site.env.env_bool reads a boolean: empty is false too."""
+    raw = os.environ.get(name)
+    return raw is not None and raw.strip().lower() in {"0", "false", "no", "off", ""}
 
 
-# Which proxy headers make gunicorn call a request HTTPS: only X-Forwarded-Proto, the one header Django is told to
-# trust (settings.SECURE_PROXY_SSL_HEADER), and none when that is off or HTTPS is not set. gunicorn's default also
-# trusts X-Forwarded-Ssl and X-Forwarded-Protocol, which a proxy setting only X-Forwarded-Proto passes on from the
-# client unchanged. (The values themselves are checked with the settings, in on_starting.)
-if os.environ.get("HTTPS", "").strip().lower() in {"1", "true", "yes", "on"} and not _switched_off(
-        "SECURE_PROXY_SSL_HEADER"):
-    secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
-else:
-    secure_scheme_headers = {}
+# Which proxy headers make gunicorn call a request HTTPS (from FORWARDED_ALLOW_IPS): X-Forwarded-Proto, the one
+# header Django is told to trust (settings.SECURE_PROXY_SSL_HEADER), and none when SECURE_PROXY_SSL_HEADER is off.
+# gunicorn's default also trusts X-Forwarded-Ssl and X-Forwarded-Protocol, which a proxy setting only
+# X-Forwarded-Proto passes on from the client unchanged. (Without HTTPS, Django takes the scheme from gunicorn.)
+secure_scheme_headers = {} if _switched_off("SECURE_PROXY_SSL_HEADER") else {"X-FORWARDED-PROTO": "https"}
 
 
 def child_exit(server, worker):

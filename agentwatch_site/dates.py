@@ -16,7 +16,7 @@ def _zone_names() -> frozenset[str]:
 def validate_time_zone(name: str) -> None:
     """An IANA time zone name as the tz database spells it (`America/Los_Angeles`, `UTC`): anything else would
     quietly mean UTC."""
-    if name not in _zone_names():
+    if name != "UTC" and name not in _zone_names():
         raise ValidationError(
             "%(value)r is not an IANA time zone name, such as UTC, Europe/Berlin or America/Los_Angeles (with "
             "underscores, as the tz database spells it).", code="invalid_time_zone", params={"value": name})

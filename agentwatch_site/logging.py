@@ -3,6 +3,7 @@
 Every line carries the id of the request it belongs to (or "-" outside a request).
 """
 
+import functools
 import json
 import logging
 from contextvars import ContextVar
@@ -34,15 +35,23 @@ ROUTINE_TASKS = frozenset({
 
 
 class RoutineTasksAtDebug(logging.Filter):
-    """For Celery's task lines (celery.worker.strategy "received", celery.app.trace "succeeded", celery.beat
-    "Sending due task"): those about ROUTINE_TASKS are DEBUG lines, shown only at LOG_LEVEL=DEBUG. A task's failure
-    and retries are logged at WARNING or above and are not touched."""
+    """For Celery's task lines — celery.worker.strategy's "received", celery.app.trace's "succeeded", celery.beat's
+    "Sending due task" — about ROUTINE_TASKS: DEBUG lines, shown only at LOG_LEVEL=DEBUG. Every other line (a
+    retry, which Celery logs at INFO too; a failure) is left as it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or not _names_routine_task(record.args):
+        if (record.levelno != logging.INFO or record.msg not in _routine_messages()
+                or not _names_routine_task(record.args)):
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+@functools.cache
+def _routine_messages() -> frozenset[str]:
+    from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS  # only where Celery logs: not at import
+
+    return frozenset({LOG_RECEIVED, LOG_SUCCESS, "Scheduler: Sending due task %s (%s)"})
 
 
 def _names_routine_task(args) -> bool:

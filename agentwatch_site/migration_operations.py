@@ -33,15 +33,22 @@ class AddIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, AddIndexConcurrentl
 
 
 class AddIndexConcurrentlyIfMissingOnPostgres(AddIndexConcurrentlyOnPostgres):
-    """The same, except that an index of that name already on the table is taken as this one: for an index that an
-    earlier version of a migration already created on some databases (a migration edited after it shipped)."""
+    """The same, except that a valid index of that name already on the table is taken as this one: for an index
+    that an earlier version of a migration already created on some databases (a migration edited after it shipped).
+    An invalid one — what an interrupted CREATE INDEX CONCURRENTLY leaves behind — is dropped and built again."""
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor == "postgresql":
             table = to_state.apps.get_model(app_label, self.model_name)._meta.db_table
             with schema_editor.connection.cursor() as cursor:
-                cursor.execute("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s "
-                               "AND indexname = %s", [table, self.index.name])
-                if cursor.fetchone() is not None:
-                    return
+                cursor.execute(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND t.relname = %s AND c.relname = %s",
+                    [table, self.index.name])
+                row = cursor.fetchone()
+            if row is not None and row[0]:
+                return
+            if row is not None:
+                schema_editor.execute(f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(self.index.name)}")
         super().database_forwards(app_label, schema_editor, from_state, to_state)

@@ -9,7 +9,7 @@ from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.cache import cache
 from django.forms.utils import ErrorDict
 
-from agentwatch_site.http import client_ip
+from agentwatch_site.http import client_ip, client_ip_is_a_proxys
 from tenants.models import ApiKey, Membership, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,11 @@ class LoginThrottle:
     def clean(self):
         username = self.cleaned_data.get("username") or ""
         ip = client_ip(self.request) if self.request is not None else "unknown"
-        keys = {login_failure_key(username, ip): LOGIN_MAX_FAILURES,
-                _address_failure_key(ip): LOGIN_MAX_FAILURES_PER_ADDRESS}
+        keys = {login_failure_key(username, ip): LOGIN_MAX_FAILURES}
+        if self.request is None or not client_ip_is_a_proxys(self.request):
+            # Behind an undeclared proxy every client shares its address: counted per address alone, 50 failures
+            # by anyone would lock everyone out.
+            keys[_address_failure_key(ip)] = LOGIN_MAX_FAILURES_PER_ADDRESS
         try:
             failures = cache.get_many(list(keys))
         except Exception:
@@ -119,7 +122,9 @@ class InvitationSignupForm(UserCreationForm):
 
     def full_clean(self):
         key = _signup_failure_key(client_ip(self.request) if self.request is not None else "unknown")
-        if self.is_bound:
+        if self.request is not None and client_ip_is_a_proxys(self.request):
+            key = None  # every client shares the proxy's address (see LoginThrottle)
+        if self.is_bound and key is not None:
             try:
                 failures = cache.get(key, 0)
             except Exception:
@@ -132,7 +137,7 @@ class InvitationSignupForm(UserCreationForm):
                     code="throttled"))
                 return
         super().full_clean()
-        if self.is_bound and self._errors:
+        if self.is_bound and self._errors and key is not None:
             LoginThrottle._count_failure(key)
 
 

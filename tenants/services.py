@@ -153,6 +153,8 @@ def membership_change_role(*, membership: Membership, role: str) -> Membership:
     membership.role = role
     logger.info("membership role changed tenant_id=%s membership_id=%s user_id=%s from=%s to=%s",
                 membership.tenant_id, membership.pk, membership.user_id, previous, role)
+    if previous == Membership.Role.OWNER and role != Membership.Role.OWNER:
+        _invitations_of_revoke(membership, reason="no longer an owner")
     return membership
 
 
@@ -164,6 +166,19 @@ def membership_remove(*, membership: Membership) -> None:
     Membership.objects.filter(pk=membership.pk).delete()
     logger.info("membership removed tenant_id=%s membership_id=%s user_id=%s role=%s",
                 membership.tenant_id, membership.pk, membership.user_id, membership.role)
+    _invitations_of_revoke(membership, reason="removed")
+
+
+def _invitations_of_revoke(membership: Membership, *, reason: str) -> None:
+    """The pending invitations a member made in their organisation, once they may no longer make them (removed, or
+    no longer an owner): a link they kept would otherwise let them, or anyone they give it to, back in."""
+    revoked = Invitation.objects.filter(
+        tenant_id=membership.tenant_id, created_by_id=membership.user_id, revoked_at__isnull=True,
+        accepted_at__isnull=True,
+    ).update(revoked_at=timezone.now())
+    if revoked:
+        logger.info("invitations revoked tenant_id=%s by_user_id=%s count=%s reason=%s", membership.tenant_id,
+                    membership.user_id, revoked, reason)
 
 
 # --- Invitations: the only way into an organisation from the dashboard -----------------------------------

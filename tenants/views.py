@@ -284,6 +284,9 @@ def invitation_create_view(request):
     invitation, raw_token = invitation_create(tenant=request.tenant, role=form.cleaned_data["role"],
                                               email=form.cleaned_data["email"], created_by=request.user)
     link = request.build_absolute_uri(reverse("invitation", args=[raw_token]))
+    if settings.HTTPS and link.startswith("http://"):
+        # Served over TLS by a proxy this request did not say so through: the token must not travel in clear.
+        link = "https://" + link.removeprefix("http://")
     context = _members_context(request, created_invitation=invitation, invitation_link=link)
     return render_page(request, "tenants/members.html", context, fragment="tenants/_members_panel.html")
 

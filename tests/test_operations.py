@@ -176,21 +176,29 @@ def test_a_process_frozen_in_a_transaction_loses_its_locks_after_the_idle_timeou
 
 
 @requires_production
-def test_the_worker_logs_routine_tasks_only_at_debug_and_the_rest_at_info(celery_worker_process):
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_logs_routine_tasks_at_debug_and_the_rest_at_info():
     """The sweep runs every 5 s and the recording wake-up after nearly every post: their "received"/"succeeded"
-    lines were most of a worker's log at INFO. Other tasks are still logged."""
+    lines were most of a worker's log at INFO. They are DEBUG lines now (shown with LOG_LEVEL=DEBUG, as here);
+    other tasks' lines stay INFO."""
+    from tests.conftest import WorkerProcess, subprocess_env
     from usage.tasks import detect_spend_spikes, sweep_unrecorded_events
 
-    for _ in range(3):
+    worker = WorkerProcess(name="debuglog", env=subprocess_env(LOG_LEVEL="DEBUG")).start()
+    try:
         sweep_unrecorded_events.delay()
-    detect_spend_spikes.delay()
-    log_path = celery_worker_process.log_path
-    deadline = time.monotonic() + 30
-    while "detect_spend_spikes" not in log_path.read_text() or "succeeded" not in log_path.read_text():
-        assert time.monotonic() < deadline, log_path.read_text()[-2000:]
-        time.sleep(0.1)
-    time.sleep(1)  # the sweeps were queued first: they have run by now
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    spikes = [r["message"] for r in lines if "usage.tasks.detect_spend_spikes" in r["message"]]
-    assert any("received" in m for m in spikes) and any("succeeded" in m for m in spikes), spikes
-    assert not [r for r in lines if "sweep_unrecorded_events" in r["message"]]
+        detect_spend_spikes.delay()
+        deadline = time.monotonic() + 30
+        while True:
+            lines = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
+            done = {(r["level"], r["message"].split("[")[0]) for r in lines if "succeeded in" in r["message"]}
+            if {("DEBUG", "Task usage.tasks.sweep_unrecorded_events"),
+                    ("INFO", "Task usage.tasks.detect_spend_spikes")} <= done:
+                break
+            assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    received = {(r["level"], r["message"].split("[")[0]) for r in lines if r["message"].endswith("received")}
+    assert {("DEBUG", "Task usage.tasks.sweep_unrecorded_events"),
+            ("INFO", "Task usage.tasks.detect_spend_spikes")} <= received

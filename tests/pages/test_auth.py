@@ -74,6 +74,31 @@ def test_behind_a_proxy_failures_count_per_client_address_so_no_one_can_lock_ano
     assert user.post("/login/", {"username": "olivia", "password": PASSWORD}).status_code == 302
 
 
+def test_behind_an_undeclared_proxy_no_one_can_lock_every_user_out(owner, settings, caplog, monkeypatch):
+    """TRUSTED_PROXY_COUNT left at 0 behind nginx: every request comes from the proxy's address, so the limit per
+    address (50 failures) would be one limit for everybody. It is not applied then, and the log says why."""
+    from agentwatch_site import http
+
+    monkeypatch.setattr(http, "_warned_about_proxy", False)  # once per process: whichever test came first
+    settings.TRUSTED_PROXY_COUNT = 0
+    proxied = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.66"}
+    attacker = Client(**proxied)
+    for n in range(60):
+        attacker.post("/login/", {"username": f"user{n}", "password": "Winter2026!"})
+    assert Client(**{**proxied, "HTTP_X_FORWARDED_FOR": "198.51.100.7"}).post(
+        "/login/", {"username": "olivia", "password": PASSWORD}).status_code == 302
+    assert "TRUSTED_PROXY_COUNT is 0" in caplog.text
+
+
+def test_a_client_reaching_gunicorn_directly_cannot_pick_its_address_with_x_forwarded_for(owner, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    for n in range(5):
+        Client(REMOTE_ADDR="8.8.8.8", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}").post(
+            "/login/", {"username": "olivia", "password": "guess"})
+    fresh_claim = Client(REMOTE_ADDR="8.8.8.8", HTTP_X_FORWARDED_FOR="192.0.2.99")
+    assert b"Too many failed" in fresh_claim.post("/login/", {"username": "olivia", "password": PASSWORD}).content
+
+
 def test_one_address_failing_for_many_usernames_is_stopped_too(owner, settings):
     """Password spraying: one guess per username never reaches the per-username limit."""
     sprayer = Client(REMOTE_ADDR="203.0.113.9")

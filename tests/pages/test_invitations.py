@@ -66,6 +66,12 @@ def test_owner_creates_an_invitation_and_sees_the_link_once_and_only_its_hash_is
     assert "Admin" in row and "nina@example.com" in row and "olivia" in row
 
 
+def test_with_https_on_the_link_is_https_even_when_the_proxy_did_not_say_so(owner_client, tenant, htmx, settings):
+    settings.HTTPS = True
+    response = owner_client.post("/settings/members/invitations/", {"role": "viewer"}, **htmx("members-panel"))
+    assert re.search(r"https://testserver/invitations/[A-Za-z0-9_-]+/", response.content.decode())
+
+
 def test_without_htmx_the_whole_members_page_comes_back_with_the_link(owner_client, tenant):
     response = owner_client.post("/settings/members/invitations/", {"role": "viewer"})
     assert response.status_code == 200
@@ -115,6 +121,21 @@ def test_another_tenants_owner_cannot_revoke_an_invitation_or_see_it(owner, tena
     invitation.refresh_from_db()
     assert invitation.revoked_at is None
     assert b"alice-secret@example.com" not in bob.get("/settings/members/").content
+
+
+@pytest.mark.parametrize("change", ["removed", "demoted"])
+def test_an_owner_removed_or_demoted_loses_the_links_they_made(owner, tenant, change):
+    """A link kept by an owner who is removed (or made a viewer) would let them, or anyone they give it to, back in
+    as an owner."""
+    second = member(tenant, Membership.Role.OWNER, "oscar")
+    _, token = invite(tenant, role=Membership.Role.OWNER, created_by=second)
+    _, olivias_token = invite(tenant, role=Membership.Role.VIEWER, created_by=owner)
+    membership = Membership.objects.get(tenant=tenant, user=second)
+    url = f"/settings/members/{membership.pk}/" + ("remove/" if change == "removed" else "role/")
+    response = signed_in(owner).post(url, {} if change == "removed" else {"role": "viewer"})
+    assert response.status_code in (200, 302), response.content[:300]
+    assert Client().get(f"/invitations/{token}/").status_code == 404
+    assert Client().get(f"/invitations/{olivias_token}/").status_code == 200  # another owner's link: kept
 
 
 def test_invitation_steps_are_logged_without_the_token(owner_client, tenant, htmx, caplog):

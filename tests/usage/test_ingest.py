@@ -323,3 +323,31 @@ def test_a_statement_error_is_not_taken_for_a_lost_connection(tenant, telemetry_
     assert response.status_code == 503, response.content
     assert len(attempts) == 1
     assert not UsageEvent.objects.filter(tenant=tenant).exists()
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_database_is_connected_to_once_not_twice(tenant, telemetry_api, monkeypatch):
+    """A kept connection found dead at the start of the request is replaced before the INSERT; when that connect
+    fails (the database is down), the answer is a 503 at once, not after a second connect that waits as long."""
+    from django.db import close_old_connections, connection
+
+    from tests.conftest import terminate_backend
+
+    telemetry_api.get("/v1/budget-check?session_id=warm&limit_usd=1")  # a kept connection, and the key known
+    terminate_backend(connection)  # the server restarts: the kept connection is dead
+    close_old_connections()  # what a new request does first under gunicorn (the test client leaves it out)
+    attempts = []
+    real_connect = connection.get_new_connection
+
+    def refused(conn_params):
+        attempts.append(conn_params)
+        return real_connect({**conn_params, "port": 1})  # nothing listens there: the database is down
+
+    monkeypatch.setattr(connection, "get_new_connection", refused)
+    response = post(telemetry_api, SDK_EVENT)
+    assert response.status_code == 503, response.content
+    assert len(attempts) == 1
+    monkeypatch.undo()
+    connection.close()
+    assert not UsageEvent.objects.exists()

@@ -50,3 +50,19 @@ def test_a_database_migrated_by_the_current_0005_gets_the_index_from_0006():
     assert quarantine_index_and_default() == ([], "''::character varying")
     migrate(AFTER)
     assert quarantine_index_and_default()[0] == ["event_quarantined"]
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("migrations_restored")
+def test_an_invalid_index_left_by_an_interrupted_build_is_built_again():
+    """CREATE INDEX CONCURRENTLY that is interrupted leaves an INVALID index of that name: taking it as built would
+    leave the quarantine without its index for good."""
+    migrate(BEFORE)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE INDEX event_quarantined ON usage_usageevent (id) WHERE NOT (record_error = '')")
+        cursor.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'event_quarantined'::regclass")
+    migrate(AFTER)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'event_quarantined'::regclass")
+        assert cursor.fetchone() == (True,)

@@ -225,3 +225,12 @@ def test_a_purge_stopped_with_sigterm_releases_its_lock_so_the_next_run_starts_a
                            env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert UsageEvent.objects.filter(tenant=tenant).count() == 1
+
+
+def test_the_purge_command_puts_back_the_signal_handlers_it_found(db):
+    """Run in-process (call_command, a shell, a test), it must not leave its stop handlers behind."""
+    import signal
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    purge()
+    assert {signum: signal.getsignal(signum) for signum in before} == before

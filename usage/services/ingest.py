@@ -248,7 +248,10 @@ def event_batch_ingest(*, tenant: Tenant, events: list[dict], received_at: datet
     if db.in_atomic_block:  # the caller's transaction: it decides what happens on an error
         _insert(rows)
         return event_ids
-    db.ensure_connection()  # a failed connect is an outage: not repeated (connection_lost)
+    # The connection the INSERT starts on: a pooled one found dead is replaced here, first, so that failing to
+    # connect (an outage) is not taken for a connection lost under the INSERT and tried again.
+    db.close_if_health_check_failed()
+    db.ensure_connection()
     opened = db.connection
     try:
         _insert(rows)

@@ -10,6 +10,7 @@ at a time: a lock in the shared cache (Redis in production), refreshed between b
 import datetime
 import logging
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ PURGE_PAUSE_RATIO = 1.0
 PURGE_LOCK_KEY = "retention:purge-lock"
 # Long enough for any purge between two refreshes; a crashed purge's lock expires by itself.
 PURGE_LOCK_TTL_SECONDS = 15 * 60
+# What stops `manage.py purge_expired` part-way (systemd, Kubernetes, `kill`), releasing the lock on the way out.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})
 
 
 class PurgeAlreadyRunning(Conflict):
@@ -40,16 +43,20 @@ class PurgeAlreadyRunning(Conflict):
 
 @contextmanager
 def purge_lock() -> Iterator[Callable[[], None]]:
-    """Held for the whole purge; yields a function that extends the lease. Raises PurgeAlreadyRunning."""
+    """Held for the whole purge; yields a function that extends the lease. Raises PurgeAlreadyRunning.
+
+    A stop signal (purge_expired's handlers for STOP_SIGNALS raise in the middle of the purge) waits while the lock
+    is being taken or released, so it is never taken and then left behind."""
     token = secrets.token_hex(8)
-    try:
-        acquired = cache.add(PURGE_LOCK_KEY, token, timeout=PURGE_LOCK_TTL_SECONDS)
-    except Exception as exc:
-        raise ServiceUnavailable(f"Cannot take the purge lock: the cache is unavailable ({type(exc).__name__}).",
-                                 code="cache_unavailable") from None
-    if not acquired:
-        raise PurgeAlreadyRunning("A retention purge is already running; this one did not start. Try again "
-                                  "when it has finished.")
+    with _stop_signals_held():
+        try:
+            acquired = cache.add(PURGE_LOCK_KEY, token, timeout=PURGE_LOCK_TTL_SECONDS)
+        except Exception as exc:
+            raise ServiceUnavailable(f"Cannot take the purge lock: the cache is unavailable ({type(exc).__name__}).",
+                                     code="cache_unavailable") from None
+        if not acquired:
+            raise PurgeAlreadyRunning("A retention purge is already running; this one did not start. Try again "
+                                      "when it has finished.")
 
     def refresh() -> None:
         try:
@@ -60,11 +67,23 @@ def purge_lock() -> Iterator[Callable[[], None]]:
     try:
         yield refresh
     finally:
-        try:
-            if cache.get(PURGE_LOCK_KEY) == token:
-                cache.delete(PURGE_LOCK_KEY)
-        except Exception as exc:
-            logger.warning("could not release the purge lock (it expires by itself) error=%s", type(exc).__name__)
+        with _stop_signals_held():
+            try:
+                if cache.get(PURGE_LOCK_KEY) == token:
+                    cache.delete(PURGE_LOCK_KEY)
+            except Exception as exc:
+                logger.warning("could not release the purge lock (it expires by itself) error=%s",
+                               type(exc).__name__)
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """STOP_SIGNALS arriving inside are delivered on the way out."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _say(progress: Callable[[str], None] | None, message: str) -> None:

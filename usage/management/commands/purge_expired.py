@@ -1,10 +1,11 @@
 import signal
+import threading
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError
 
 from agentwatch_site.errors import ApiError
-from usage.services.retention import PURGE_BATCH_SIZE, PURGE_PAUSE_RATIO, purge_expired
+from usage.services.retention import PURGE_BATCH_SIZE, PURGE_PAUSE_RATIO, STOP_SIGNALS, purge_expired
 
 
 class Command(BaseCommand):
@@ -27,8 +28,10 @@ class Command(BaseCommand):
             raise CommandError("--pause-ratio must be between 0 and 100.")
         # SIGTERM (systemd, Kubernetes, `kill`) and SIGHUP unwind the purge like Ctrl-C does, so its lock is released
         # on the way out: killed outright, the lock kept the next run (beat's daily one too) out for 15 minutes.
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, _stop)
+        # (Signal handlers belong to the main thread: called from another, the purge runs without them.)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS}
         try:
             run = purge_expired(dry_run=dry_run, batch_size=batch_size, pause_ratio=pause_ratio,
                                 progress=self.stdout.write)
@@ -42,6 +45,9 @@ class Command(BaseCommand):
             # Each batch commits on its own: what was deleted stays deleted, and a new run goes on from there.
             raise CommandError(f"Lost the database ({str(exc).strip()[:200]}); run the purge again to go on "
                                f"from where it stopped.") from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(f"{verb} {run.events_deleted} events and {run.sessions_deleted} idle session states.")
         for slug, row in sorted(run.per_tenant.items()):
@@ -59,4 +65,6 @@ class _Stopped(KeyboardInterrupt):
 
 
 def _stop(signum, frame):
+    for other in STOP_SIGNALS:  # once: a second signal must not interrupt the unwinding (and the lock's release)
+        signal.signal(other, signal.SIG_IGN)
     raise _Stopped(signum)
