@@ -11,6 +11,7 @@ from tenants.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from tenants.services import invitation_revoke
 
 # The admin's own sign-in page (staff and superusers, who see every tenant) under the dashboard's throttle.
 admin.site.login_form = ThrottledAdminLoginForm
@@ -45,14 +46,20 @@ class InvitationAdmin(admin.ModelAdmin):
 
     list_display = ["tenant", "role", "email", "created_by", "created_at", "expires_at", "accepted_by", "revoked_at"]
     list_filter = ["role"]
+    list_select_related = ["tenant", "created_by", "accepted_by"]
     search_fields = ["tenant__name", "email"]
     fields = ["tenant", "role", "email", "created_by", "created_at", "expires_at", "accepted_by", "accepted_at",
               "revoked_at"]
-    readonly_fields = ["tenant", "role", "email", "created_by", "created_at", "expires_at", "accepted_by",
-                       "accepted_at"]
+    readonly_fields = fields  # revoked through the action below, which logs it (and never un-revokes)
+    actions = ["revoke"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Revoke the selected invitations")
+    def revoke(self, request, queryset):
+        for invitation in queryset:
+            invitation_revoke(invitation=invitation, revoked_by=request.user)
 
 
 @admin.register(ApiKey)

@@ -11,7 +11,7 @@ class TenantMembershipMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path.startswith(("/v1/", "/static/", "/healthz", "/livez", "/metrics")):
+        if not request.path.startswith(("/v1/", "/static/", "/healthz", "/livez", "/readyz", "/metrics")):
             self._resolve(request)
         return self.get_response(request)
 

@@ -53,6 +53,9 @@ MAX_BACKOFF_SECONDS = 3600
 ATTEMPT_SOFT_TIME_LIMIT_SECONDS = 45
 ATTEMPT_TIME_LIMIT_SECONDS = 60
 RETRY_SCAN_LIMIT = 500
+# 4xx answers that mean "not now" rather than "never": a request timeout, and too many requests (Slack's and most
+# chat services' answer to a burst of alerts). Retried with the same backoff as a 5xx.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,13 @@ def _refusal_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     return None
 
 
-def webhook_url_check(url: str, *, resolve: bool = True) -> Target:
+def webhook_url_check(url: str, *, for_delivery: bool = False) -> Target:
     """Refuse what is not http(s) and, unless WEBHOOK_ALLOW_PRIVATE, hosts resolving to loopback, private or
-    link-local addresses. Returns where to connect (the host pinned to the checked address)."""
+    link-local addresses. Returns where to connect (the host pinned to the checked address).
+
+    With WEBHOOK_ALLOW_PRIVATE there is nothing to refuse, so saving an endpoint looks nothing up; a delivery still
+    resolves the host here, within WEBHOOK_TIMEOUT_SECONDS, and connects to that address: left to httpx, a DNS
+    server that does not answer held the attempt (and the worker) until the task's time limit."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -121,14 +128,14 @@ def webhook_url_check(url: str, *, resolve: bool = True) -> Target:
         raise WebhookUrlRefused("Webhook URL must not contain a user name or password.")
     if port == 0:
         raise WebhookUrlRefused("Webhook URL port must be between 1 and 65535.")
-    if settings.WEBHOOK_ALLOW_PRIVATE or not resolve:
+    if settings.WEBHOOK_ALLOW_PRIVATE and not for_delivery:
         return Target(url=url)
     port = port or (443 if parts.scheme == "https" else 80)
     infos = _resolve(host, port)
     addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        reason = _refusal_reason(address)
+        reason = None if settings.WEBHOOK_ALLOW_PRIVATE else _refusal_reason(address)
         if reason:
             raise WebhookUrlRefused(
                 f"Webhook URL host {host!r} resolves to {address}, a {reason} address; only public addresses "
@@ -367,7 +374,7 @@ def _tls_context() -> ssl.SSLContext:
 
 def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
     try:
-        target = webhook_url_check(endpoint.url)
+        target = webhook_url_check(endpoint.url, for_delivery=True)
     except WebhookHostUnresolved as exc:
         return Outcome(None, exc.message, retryable=True)
     except WebhookUrlRefused as exc:
@@ -408,7 +415,7 @@ def _post(endpoint: WebhookEndpoint, payload: dict) -> Outcome:
         deadline.cancel()
     if 200 <= code < 300:
         return Outcome(code, "", retryable=False)
-    if code >= 500:
+    if code >= 500 or code in RETRYABLE_CLIENT_ERRORS:
         return Outcome(code, f"HTTP {code} from the receiver", retryable=True)
     return Outcome(code, f"HTTP {code} from the receiver (not retried)", retryable=False)
 
@@ -466,7 +473,14 @@ def webhook_delivery_attempt(*, delivery_id: int, max_attempts: int | None = Non
     else:
         delivery.status = WebhookDelivery.Status.FAILED
         delivery.next_attempt_at = None
-    delivery.save(update_fields=["status", "response_code", "last_error", "delivered_at", "next_attempt_at"])
+    recorded = WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=delivery.status, response_code=delivery.response_code, last_error=delivery.last_error,
+        delivered_at=delivery.delivered_at, next_attempt_at=delivery.next_attempt_at)
+    if not recorded:
+        # The endpoint was deleted during the attempt, and its deliveries with it: nothing left to record.
+        logger.info("webhook endpoint deleted during an attempt endpoint_id=%s delivery_id=%s", endpoint.pk,
+                    delivery.pk)
+        return None
     logger.info("webhook attempt tenant=%s endpoint_id=%s delivery_id=%s event=%s attempt=%s status=%s code=%s",
                 endpoint.tenant.slug, endpoint.pk, delivery.pk, delivery.event_type, delivery.attempts,
                 delivery.status, outcome.response_code)

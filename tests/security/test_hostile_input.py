@@ -227,3 +227,8 @@ def test_the_django_admin_lists_invitations_without_their_token_or_its_hash(tena
         html = response.content.decode()
         assert "nina@example.com" in html
         assert raw_token not in html and invitation.token_hash not in html
+    response = client.post("/admin/tenants/invitation/", {"action": "revoke", "_selected_action": [invitation.pk]})
+    assert response.status_code == 302
+    invitation.refresh_from_db()
+    assert invitation.revoked_at is not None
+    assert Client().get(f"/invitations/{raw_token}/").status_code == 404

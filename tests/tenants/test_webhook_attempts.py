@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from tenants.models import Membership, WebhookDelivery, WebhookEndpoint
 from tenants.webhooks import HELD_ERROR, webhook_deliveries_due, webhook_delivery_attempt, webhook_event_emit
+from tests.conftest import requires_production
 from tests.fakes import WebhookReceiver
 from tests.pages.conftest import member, signed_in
 from tests.tenants.test_webhooks import create_endpoint
@@ -92,6 +93,18 @@ def _read_request(conn) -> None:
         if not chunk:
             return
         body += chunk
+
+
+def silent_dns_for(monkeypatch, webhooks, host: str) -> None:
+    """A DNS server that never answers for `host` (the lookup hangs); every other name (Redis, PostgreSQL) as usual."""
+    real = webhooks.socket.getaddrinfo
+
+    def getaddrinfo(name, *args, **kwargs):
+        if name == host:
+            time.sleep(5)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", getaddrinfo)
 
 
 def pending_delivery(tenant, data: dict) -> WebhookDelivery:
@@ -333,7 +346,7 @@ def test_a_dns_server_that_does_not_answer_holds_an_endpoint_save_for_the_timeou
     from tenants import webhooks
 
     settings.WEBHOOK_ALLOW_PRIVATE = False
-    monkeypatch.setattr(webhooks.socket, "getaddrinfo", lambda *args, **kwargs: time.sleep(5))
+    silent_dns_for(monkeypatch, webhooks, "hooks.example.com")
     started = time.monotonic()
     body = {"url": "https://hooks.example.com/in", "event_types": ["budget.exceeded"]}
     response = admin_api.post("/v1/webhooks", body, format="json")
@@ -342,3 +355,61 @@ def test_a_dns_server_that_does_not_answer_holds_an_endpoint_save_for_the_timeou
     assert response.json()["error"]["fields"]["url"] == [
         "Webhook URL host 'hooks.example.com' did not resolve within 0.5 s."]
     assert elapsed < 2, elapsed
+
+
+@pytest.mark.parametrize("status", [429, 408])
+def test_a_receiver_saying_not_now_gets_the_delivery_again(tenant, admin_api, knobs, status,
+                                                           django_capture_on_commit_callbacks):
+    """Slack answers a burst of messages with 429: failing the delivery at once lost the alert."""
+    with WebhookReceiver(statuses=[status]) as receiver:
+        create_endpoint(admin_api, receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery = pending_delivery(tenant, {"n": 5})
+        webhook_delivery_attempt(delivery_id=delivery.pk)
+        first = WebhookDelivery.objects.get(pk=delivery.pk)
+        assert (first.status, first.response_code) == ("pending", status)
+        assert first.next_attempt_at is not None
+        webhook_delivery_attempt(delivery_id=delivery.pk)
+    assert WebhookDelivery.objects.get(pk=delivery.pk).status == "succeeded"
+    assert len(receiver.requests) == 2
+
+
+def test_with_private_hosts_allowed_a_dns_server_that_does_not_answer_holds_an_attempt_for_the_timeout_only(
+        tenant, admin_api, knobs, monkeypatch, django_capture_on_commit_callbacks):
+    """Saving such an endpoint looks nothing up, but each attempt does, within WEBHOOK_TIMEOUT_SECONDS: left to
+    the HTTP client, the lookup held the worker (and with one worker for both queues, recording) for 45 s."""
+    from tenants import webhooks
+
+    create_endpoint(admin_api, "http://receiver.internal.example/hook")
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery = pending_delivery(tenant, {"n": 6})
+    silent_dns_for(monkeypatch, webhooks, "receiver.internal.example")
+    started = time.monotonic()
+    webhook_delivery_attempt(delivery_id=delivery.pk)
+    assert time.monotonic() - started < 2
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and "did not resolve within 0.5 s" in delivery.last_error
+
+
+@requires_production
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_deleted_during_an_attempt_ends_it_quietly(tenant, admin_api, knobs, caplog,
+                                                               django_capture_on_commit_callbacks):
+    """Its deliveries go with it: the attempt has nothing left to record, which is not an error."""
+    from django.db import connection
+
+    def delete_endpoint():  # an admin in another request, while the receiver takes its time
+        WebhookEndpoint.objects.filter(pk=endpoint["id"]).delete()
+        connection.close()
+
+    with WebhookReceiver(delay_seconds=0.5) as receiver:
+        endpoint = create_endpoint(admin_api, receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery = pending_delivery(tenant, {"n": 7})
+        deleter = threading.Timer(0.2, delete_endpoint)
+        deleter.start()
+        assert webhook_delivery_attempt(delivery_id=delivery.pk) is None
+        deleter.join()
+    assert not WebhookDelivery.objects.filter(pk=delivery.pk).exists()
+    assert "deleted during an attempt" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= 40]

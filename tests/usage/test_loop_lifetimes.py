@@ -39,3 +39,41 @@ def test_the_same_run_recorded_again_in_the_same_lifetime_is_not_counted_twice(t
     record_loop(tenant, [(3, 2200), (4, 3200)])  # re-sent iterations of the run already seen
     [anomaly] = Anomaly.objects.filter(tenant=tenant, kind=Anomaly.Kind.RUNAWAY_LOOP)
     assert anomaly.count == 1
+
+
+def test_a_loop_in_a_later_lifetime_is_notified_again_and_growth_of_the_same_run_is_not(tenant, settings):
+    """Whether the next day's loop reached the webhooks depended on whether someone had acknowledged the first: an
+    open anomaly took it in silently."""
+    from tenants.models import WebhookDelivery
+    from tenants.webhooks import webhook_endpoint_create
+    from usage.services.anomalies import anomaly_notify
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    start = timezone.now() - datetime.timedelta(days=3)
+
+    def notified_event_ids():
+        [anomaly] = Anomaly.objects.filter(tenant=tenant, kind=Anomaly.Kind.RUNAWAY_LOOP)
+        anomaly_notify(anomaly_id=anomaly.pk)  # what the recording task hands over after its commit
+        return sorted(WebhookDelivery.objects.values_list("event_id", flat=True))
+
+    with time_machine.travel(start, tick=False):
+        webhook_endpoint_create(tenant=tenant, url="http://127.0.0.1:9/hook", event_types=["anomaly.detected"])
+        record_loop(tenant, GROWING)
+        first = notified_event_ids()
+        assert len(first) == 1
+        record_loop(tenant, [(5, 4600)])  # the same run goes on growing: no second message
+        assert notified_event_ids() == first
+    with time_machine.travel(start + datetime.timedelta(hours=30), tick=False):
+        record_loop(tenant, GROWING)  # a new lifetime, the anomaly still open
+        again = notified_event_ids()
+    assert len(again) == 2 and set(first) < set(again)
+
+
+def test_a_rerun_under_the_same_session_id_within_a_day_has_its_loop_seen(tenant):
+    """A re-run CI job keeps its session id and aw-sdk numbers its calls from 1 again: the first run's higher
+    indexes kept the window, so the new run's growth was never looked at."""
+    record_loop(tenant, [(index, 1000) for index in range(1, 21)], session_id="ci-run-888")  # 20 normal calls
+    assert not Anomaly.objects.exists()
+    record_loop(tenant, [(index, int(1000 * 1.5 ** (index - 1))) for index in range(1, 6)], session_id="ci-run-888")
+    [anomaly] = Anomaly.objects.filter(tenant=tenant, kind=Anomaly.Kind.RUNAWAY_LOOP)
+    assert anomaly.session_id == "ci-run-888" and anomaly.details["iterations"][-1] == 5

@@ -103,13 +103,17 @@ def _money(value: Decimal) -> float:
 # --- Webhooks -------------------------------------------------------------------------------------------------
 
 def anomaly_notify(*, anomaly_id: int) -> None:
-    """`anomaly.detected` to the tenant's webhooks, once per anomaly (re-detections update it quietly)."""
+    """`anomaly.detected` to the tenant's webhooks, once per anomaly and occurrence: growth of the same run updates
+    it quietly; a loop in a later lifetime of the session while it is still open is a new occurrence."""
     anomaly = Anomaly.objects.select_related("tenant", "team").filter(pk=anomaly_id).first()
     if anomaly is None:
         return
+    occurrence = (anomaly.details or {}).get("occurrence", 1)
+    event_id = f"anomaly_{anomaly.pk}" if occurrence == 1 else f"anomaly_{anomaly.pk}_{occurrence}"
     webhook_event_emit(
         tenant=anomaly.tenant, event_type="anomaly.detected", text=anomaly_text(anomaly),
-        data=anomaly_data(anomaly), event_id=f"anomaly_{anomaly.pk}", occurred_at=anomaly.first_seen,
+        data=anomaly_data(anomaly), event_id=event_id,
+        occurred_at=anomaly.first_seen if occurrence == 1 else anomaly.last_seen,
     )
 
 

@@ -443,7 +443,13 @@ def _reset_session(state: SessionState, *, started) -> None:
 
 
 def _remember_prompt(state: SessionState, iteration_index: int, prompt_tokens: int) -> None:
+    """The prompt sizes of the session's last RECENT_PROMPTS_KEPT iterations, which loop detection reads."""
     recent = {int(k): v for k, v in state.recent_prompts.items()}
+    if iteration_index == 1 and recent and max(recent) > 1:
+        # A new run under the same session id within its lifetime (aw-sdk numbers each client's calls from 1: a
+        # re-run CI job): its growth is judged on its own. Kept, the old run's higher indexes pushed the new
+        # run's out of the window, and its loop went unseen.
+        recent = {}
     recent[iteration_index] = prompt_tokens
     kept = sorted(recent)[-RECENT_PROMPTS_KEPT:]
     state.recent_prompts = {str(k): recent[k] for k in kept}
@@ -535,9 +541,12 @@ def _detect_runaway_loop(tenant: Tenant, state: SessionState, anomaly: Anomaly |
         same_lifetime = anomaly.last_seen >= state.first_seen
         if same_lifetime and last_iteration <= anomaly.details.get("last_iteration", -1):
             return None
+        # A loop in a later lifetime is a new occurrence of the still open anomaly: notified again (the webhook
+        # event id carries it), where growth of the same run only updates the anomaly quietly.
+        occurrence = anomaly.details.get("occurrence", 1) + (0 if same_lifetime else 1)
         anomaly.count += 1
         anomaly.last_seen = now
-        anomaly.details = {**window, "last_iteration": last_iteration}
+        anomaly.details = {**window, "last_iteration": last_iteration, "occurrence": occurrence}
         anomaly.team_id = state.team_id or anomaly.team_id
         anomaly.save(update_fields=["count", "last_seen", "details", "team"])
         return anomaly.pk
