@@ -14,7 +14,7 @@ from budgets.services import budget_alerts_check, budget_upsert
 from budgets.tasks import budget_alerts_check as budget_alerts_check_task
 from tenants.models import Team, WebhookDelivery
 from tenants.webhooks import webhook_endpoint_create
-from tests.conftest import WorkerProcess, requires_production, wait_until_recorded
+from tests.conftest import WorkerProcess, requires_production, subprocess_env, wait_until_recorded
 from tests.fakes import WebhookReceiver
 from usage.services.ingest import event_batch_ingest, parse_ingest_body
 from usage.services.recording import events_record_pending
@@ -303,7 +303,9 @@ def test_two_worker_processes_recording_at_once_create_exactly_one_alert_per_lev
             event_batch_ingest(tenant=tenant, events=parse_ingest_body({"events": events}, now=now),
                                received_at=now)
         team = Team.objects.get(tenant=tenant)
-        workers = [WorkerProcess(name=f"alerts{n}", concurrency=2).start() for n in range(2)]
+        # At DEBUG: the alert checks' "succeeded" lines counted below are DEBUG lines.
+        workers = [WorkerProcess(name=f"alerts{n}", concurrency=2, env=subprocess_env(LOG_LEVEL="DEBUG")).start()
+                   for n in range(2)]
         try:
             for _ in range(6):
                 record_pending_events.delay()

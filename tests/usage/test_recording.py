@@ -14,7 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tenants.models import Team
-from tests.conftest import WorkerProcess, psycopg_params, requires_production, wait_until_recorded
+from tests.conftest import WorkerProcess, psycopg_params, requires_production, subprocess_env, wait_until_recorded
 from usage.models import DailySpend, HourlySpend, MonthlyTeamSpend, SessionState, UsageEvent
 from usage.services.ingest import event_batch_ingest, parse_ingest_body
 from usage.services.recording import events_record_pending
@@ -158,7 +158,8 @@ def test_two_worker_processes_recording_one_session_at_once_give_exact_totals(te
     assert len(set(ids)) == total
     for _ in range(8):
         record_pending_events.delay()  # queued before the workers start, so both find work waiting
-    workers = [WorkerProcess(name=f"race{n}", concurrency=2) for n in range(2)]
+    # At DEBUG: the lines counted below ("received", "succeeded … : n") are DEBUG lines for the recording tasks.
+    workers = [WorkerProcess(name=f"race{n}", concurrency=2, env=subprocess_env(LOG_LEVEL="DEBUG")) for n in range(2)]
     starting = [threading.Thread(target=worker.start) for worker in workers]
     try:
         for thread in starting:
