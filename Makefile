@@ -57,8 +57,10 @@ WORKER_NAME ?= celery
 worker: require-production install
 	$(VENV)/bin/celery -A agentwatch_site worker -Q $(WORKER_QUEUES) -n $(WORKER_NAME)@%h
 
+# Beat's schedule file lives in AGENTWATCH_VAR_DIR (default var/, as for the embedded database).
 beat: require-production install
-	$(VENV)/bin/celery -A agentwatch_site beat --schedule var/celerybeat-schedule
+	mkdir -p "$${AGENTWATCH_VAR_DIR:-var}"
+	$(VENV)/bin/celery -A agentwatch_site beat --schedule "$${AGENTWATCH_VAR_DIR:-var}/celerybeat-schedule"
 
 # Every benchmark in turn against the local PostgreSQL and Redis (needs wrk: apt-get install wrk). Long: pages
 # and retention each generate 1,000,000 events. BENCH_ARGS=--write records the figures in bench/RESULTS.md.

@@ -80,6 +80,14 @@ class RequestIdMiddleware:
                 status=413, type="invalid_request_error", code="request_too_large",
                 message=f"Request body exceeds {settings.INGEST_MAX_BODY_BYTES} bytes; split it into smaller batches.",
             )
+        elif is_api_path(request.path) and settings.SECURE_SSL_REDIRECT and not request.is_secure():
+            # Where SecurityMiddleware would redirect to HTTPS: a 301 an API client does not follow (aw-sdk drops
+            # the event, or fails open), with an HTML body. The key has crossed the network in clear already.
+            response = json_error(
+                status=403, type="invalid_request_error", code="https_required",
+                message=f"This server takes API requests over HTTPS only: use https://{request.get_host()}"
+                        f"{request.path} (and treat the API key just sent over plain HTTP as exposed).",
+            )
         elif is_api_path(request.path) and (encoding := self._content_encoding(request)):
             response = json_error(
                 status=415, type="invalid_request_error", code="unsupported_content_encoding",

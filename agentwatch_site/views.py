@@ -148,8 +148,11 @@ def handler403(request, exception=None):
     return render(request, "403.html", {"reason": reason}, status=403)
 
 
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+
+
 def handler400(request, exception=None):
-    if is_api_path(request.path):
+    if is_api_path(request.path) or request.path in PROBE_PATHS:
         if isinstance(exception, DisallowedHost):
             return json_error(status=400, type="invalid_request_error", code="disallowed_host",
                               message="This server does not answer to the host name in the Host header (the "

@@ -143,6 +143,30 @@ def test_gunicorn_and_celery_stop_on_a_bad_setting_with_one_line_before_binding_
         result.stderr)
 
 
+def test_with_https_on_an_api_request_over_plain_http_gets_a_json_refusal_not_a_redirect(settings, client, db):
+    """A 301 with an HTML body is not followed by API clients: aw-sdk dropped the event (or failed open) with no
+    word of why. The answer is the envelope, saying to use HTTPS."""
+    settings.SECURE_SSL_REDIRECT = True
+    response = client.post("/v1/ingest", {"model": "gpt-4o"}, content_type="application/json",
+                           HTTP_AUTHORIZATION="Bearer aw_live_x", HTTP_HOST="testserver")
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "https_required" and "https://testserver/v1/ingest" in error["message"]
+    assert client.get("/login/").status_code == 301  # pages are still redirected
+    secure = client.get("/v1/budget-check?session_id=s&limit_usd=1", secure=True,
+                        HTTP_AUTHORIZATION="Bearer aw_live_x")
+    assert secure.status_code == 401  # over HTTPS it goes on to authentication as before
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+def test_a_probe_with_a_host_not_listed_gets_the_json_reason(client, settings, path):
+    """An orchestrator's probe without a listed Host header read "could not be understood" in HTML."""
+    settings.ALLOWED_HOSTS = ["agentwatch.example.com"]
+    response = client.get(path, HTTP_HOST="10.0.0.7:8000")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "disallowed_host"
+
+
 def test_with_https_on_probes_and_the_metrics_scrape_are_answered_over_plain_http():
     """A local Prometheus and the orchestrator's probes speak plain HTTP to the process; pages are redirected."""
     probe = ("from django.test import Client; c = Client(HTTP_HOST='agentwatch.example.com'); "
