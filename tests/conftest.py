@@ -195,6 +195,7 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"celery worker exited: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.2)
+        self.stop()  # a worker that never became ready must not outlive the test that started it
         raise RuntimeError(f"celery worker did not start: {self.log_path.read_text()[-2000:]}")
 
     def child_pids(self) -> list[int]:

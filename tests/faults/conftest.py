@@ -61,7 +61,11 @@ class ServerProcess:
             except httpx.HTTPError:
                 return False
 
-        wait_until(live, timeout=30, what="gunicorn /livez")
+        try:
+            wait_until(live, timeout=30, what="gunicorn /livez")
+        except BaseException:
+            self.stop()  # a server that never became live must not outlive the test that started it
+            raise
         return self
 
     def stop(self) -> None:
