@@ -20,6 +20,10 @@ def is_api_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
 
 
+# Answered without a session or a tenant, and never redirected to HTTPS (settings.SECURE_REDIRECT_EXEMPT).
+PROBE_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
+
+
 # JSON answers load nothing and must never be framed or run as a document: the strictest policy, a constant.
 API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
 

@@ -299,7 +299,7 @@ if HTTPS:
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (documented in README).
     if env_bool("SECURE_PROXY_SSL_HEADER", default=True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$", r"^metrics$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$", r"^metrics$"]  # middleware.PROBE_PATHS
 
 # Reverse proxies in front of gunicorn that append the client's address to X-Forwarded-For: the sign-in throttle
 # counts failures per client address, which is the proxy's own without this (agentwatch_site/http.py).

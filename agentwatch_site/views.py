@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 
 from agentwatch_site.env import redact_url
 from agentwatch_site.errors import json_error
-from agentwatch_site.middleware import is_api_path
+from agentwatch_site.middleware import PROBE_PATHS, is_api_path
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,6 @@ def handler403(request, exception=None):
     # The reason a dashboard view gave (tenants.views.member_required), else the general one.
     reason = str(exception) if isinstance(exception, PermissionDenied) and str(exception) else ""
     return render(request, "403.html", {"reason": reason}, status=403)
-
-
-PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
 
 def handler400(request, exception=None):

@@ -20,13 +20,42 @@ LOGIN_MAX_FAILURES_PER_ADDRESS = getattr(settings, "LOGIN_MAX_FAILURES_PER_ADDRE
 LOGIN_FAILURE_WINDOW_SECONDS = getattr(settings, "LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60)
 
 
-def login_failure_key(username: str, ip: str) -> str:
-    digest = hashlib.sha256(f"{username.strip().lower()}|{ip}".encode()).hexdigest()[:32]
-    return f"login-fail:{digest}"
+# --- Failure counters (the shared cache): sign-in, and account creation from invitation links ----------------
+
+def _failure_key(kind: str, *parts: str) -> str:
+    return f"{kind}:{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:32]}"
 
 
-def _address_failure_key(ip: str) -> str:
-    return f"login-fail-ip:{hashlib.sha256(ip.encode()).hexdigest()[:32]}"
+def _failure_limits(request, kind: str, limit: int, per_name: dict[str, int] | None = None) -> dict[str, int]:
+    """{cache key: limit}: one per `per_name` entry ({name: limit}, counted per name and client address), and the
+    client address's own key — except behind an undeclared proxy, where every client shares its address and a limit per
+    address alone would stop everyone at once (agentwatch_site.http.client_ip_is_a_proxys)."""
+    ip = client_ip(request) if request is not None else "unknown"
+    limits = {_failure_key(kind, name.strip().lower(), ip): name_limit
+              for name, name_limit in (per_name or {}).items()}
+    if request is None or not client_ip_is_a_proxys(request):
+        limits[_failure_key(f"{kind}-ip", ip)] = limit
+    return limits
+
+
+def _any_limit_reached(limits: dict[str, int]) -> bool:
+    try:
+        counts = cache.get_many(list(limits))
+    except Exception:
+        logger.warning("failure throttle cache unavailable")
+        return False
+    return any(counts.get(key, 0) >= limit for key, limit in limits.items())
+
+
+def _count_failures(keys) -> None:
+    for key in keys:
+        try:
+            if not cache.add(key, 1, LOGIN_FAILURE_WINDOW_SECONDS):
+                cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, LOGIN_FAILURE_WINDOW_SECONDS)
+        except Exception:
+            logger.warning("failure throttle cache unavailable")
 
 
 class LoginThrottle:
@@ -39,35 +68,15 @@ class LoginThrottle:
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
-        ip = client_ip(self.request) if self.request is not None else "unknown"
-        keys = {login_failure_key(username, ip): LOGIN_MAX_FAILURES}
-        if self.request is None or not client_ip_is_a_proxys(self.request):
-            # Behind an undeclared proxy every client shares its address: counted per address alone, 50 failures
-            # by anyone would lock everyone out.
-            keys[_address_failure_key(ip)] = LOGIN_MAX_FAILURES_PER_ADDRESS
-        try:
-            failures = cache.get_many(list(keys))
-        except Exception:
-            logger.warning("login throttle cache unavailable")
-            failures = {}
-        if any(failures.get(key, 0) >= limit for key, limit in keys.items()):
+        limits = _failure_limits(self.request, "login-fail", LOGIN_MAX_FAILURES_PER_ADDRESS,
+                                 per_name={username: LOGIN_MAX_FAILURES})
+        if _any_limit_reached(limits):
             raise forms.ValidationError(self.throttled_message, code="throttled")
         try:
             return super().clean()
         except forms.ValidationError:
-            for key in keys:
-                self._count_failure(key)
+            _count_failures(limits)
             raise
-
-    @staticmethod
-    def _count_failure(key: str) -> None:
-        try:
-            if not cache.add(key, 1, LOGIN_FAILURE_WINDOW_SECONDS):
-                cache.incr(key)
-        except ValueError:
-            cache.set(key, 1, LOGIN_FAILURE_WINDOW_SECONDS)
-        except Exception:
-            logger.warning("login throttle cache unavailable")
 
 
 class ThrottledLoginForm(LoginThrottle, AuthenticationForm):
@@ -121,28 +130,15 @@ class InvitationSignupForm(UserCreationForm):
         self.request = request
 
     def full_clean(self):
-        key = _signup_failure_key(client_ip(self.request) if self.request is not None else "unknown")
-        if self.request is not None and client_ip_is_a_proxys(self.request):
-            key = None  # every client shares the proxy's address (see LoginThrottle)
-        if self.is_bound and key is not None:
-            try:
-                failures = cache.get(key, 0)
-            except Exception:
-                logger.warning("sign-up throttle cache unavailable")
-                failures = 0
-            if failures >= SIGNUP_MAX_FAILURES_PER_ADDRESS:
-                self._errors, self.cleaned_data = ErrorDict(), {}
-                self.add_error(None, forms.ValidationError(
-                    "Too many refused attempts to create an account. Wait 15 minutes and try again.",
-                    code="throttled"))
-                return
+        limits = _failure_limits(self.request, "signup-fail", SIGNUP_MAX_FAILURES_PER_ADDRESS) if self.is_bound else {}
+        if _any_limit_reached(limits):
+            self._errors, self.cleaned_data = ErrorDict(), {}
+            self.add_error(None, forms.ValidationError(
+                "Too many refused attempts to create an account. Wait 15 minutes and try again.", code="throttled"))
+            return
         super().full_clean()
-        if self.is_bound and self._errors and key is not None:
-            LoginThrottle._count_failure(key)
-
-
-def _signup_failure_key(ip: str) -> str:
-    return f"signup-fail-ip:{hashlib.sha256(ip.encode()).hexdigest()[:32]}"
+        if self._errors:
+            _count_failures(limits)
 
 
 class MemberRoleForm(forms.Form):

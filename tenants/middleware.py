@@ -1,3 +1,4 @@
+from agentwatch_site.middleware import PROBE_PATHS
 from tenants.selectors import memberships_for_user
 
 SESSION_TENANT_KEY = "tenant_id"
@@ -11,7 +12,7 @@ class TenantMembershipMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path.startswith(("/v1/", "/static/", "/healthz", "/livez", "/readyz", "/metrics")):
+        if not request.path.startswith(("/v1/", "/static/", *PROBE_PATHS)):
             self._resolve(request)
         return self.get_response(request)
 
