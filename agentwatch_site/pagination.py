@@ -12,6 +12,7 @@ The cursor is opaque to clients: urlsafe base64 of a JSON list of the last row's
 import base64
 import binascii
 import datetime
+import functools
 import json
 from dataclasses import dataclass
 
@@ -46,7 +47,15 @@ def parse_limit(value, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT
 
 
 def _field(model: type[models.Model], name: str) -> models.Field:
-    return model._meta.pk if name == "pk" else model._meta.get_field(name)
+    """The field an ordering name refers to, across relations too ("team__name")."""
+    *path, last = name.split("__")
+    for relation in path:
+        model = model._meta.get_field(relation).related_model
+    return model._meta.pk if last == "pk" else model._meta.get_field(last)
+
+
+def _value(row: models.Model, name: str):
+    return functools.reduce(getattr, name.lstrip("-").split("__"), row)
 
 
 def _dump(value):
@@ -130,7 +139,7 @@ def keyset_page(queryset, *, order: tuple[str, ...] = DEFAULT_ORDER, cursor: str
         return KeysetPage(items=rows, next_cursor=None, first=not cursor)
     rows = rows[:limit]
     last = rows[-1]
-    return KeysetPage(items=rows, next_cursor=encode_cursor([getattr(last, name.lstrip("-")) for name in order]),
+    return KeysetPage(items=rows, next_cursor=encode_cursor([_value(last, name) for name in order]),
                       first=not cursor)
 
 

@@ -1,11 +1,13 @@
 """Serializer pieces shared by every app's API."""
 
+import re
 from decimal import ROUND_HALF_UP, Decimal
 
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 
 from agentwatch_site.money import quantize
+from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 
 class MoneyField(serializers.DecimalField):
@@ -32,6 +34,18 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
+class StrictDecimalField(serializers.DecimalField):
+    """A JSON number, or a string spelling one plainly ("500", "12.50", "1e2"): DRF's DecimalField hands any
+    string to Decimal(), which also reads "1_000", " 500 " and digits of other scripts ("٥٠٠")."""
+
+    PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or (isinstance(data, str) and not self.PLAIN_NUMBER.fullmatch(data)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StrictCharField(serializers.CharField):
     """A JSON string only (DRF's CharField turns 42 into "42"), within max_length as sent: DRF measures it after
     trimming, so "\r" + 100 characters passed a documented maxLength of 100."""
@@ -44,9 +58,32 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class NoUnknownFieldsMixin:
+    """Refuses a JSON object with fields the serializer does not know: DRF drops them, so a misspelt field
+    (`"hardstop": true`) was a 200 that changed nothing."""
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                known = ", ".join(self.fields)
+                raise serializers.ValidationError({name: [f"Unknown field; the fields are {known}."]
+                                                   for name in unknown})
+        return attrs
+
+
 def page_of(name: str, item: serializers.Serializer):
     """The schema of one keyset page, {"results": [...], "next": url-or-null}, as every list endpoint answers."""
     return inline_serializer(name, fields={
         "results": item,
         "next": serializers.URLField(allow_null=True, help_text="The next page; null on the last page."),
     })
+
+
+# The query parameters of every keyset-paged list (agentwatch_site.pagination.paginate).
+PAGE_PARAMETERS = [
+    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                     description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+    OpenApiParameter("cursor", str, description="Opaque; follow the `next` link of the previous page."),
+]

@@ -6,7 +6,9 @@
     GET /v1/teams/budget-check?team= (a random one of the 50 teams), next to two baselines on the same gunicorn:
     a bare JSON view (GET /v1/bench/bare-json: a plain Django view like the lean-dispatched checks, no
     authentication, no I/O), the same through DRF (the baseline before session 4) and /healthz (one SQL query, a
-    Redis PING, the ingest-lag query) — requests/s, p50/p99, ratio to the first;
+    Redis PING, the ingest-lag query) — requests/s, p50/p99, ratio to the first; and three ceilings on the same
+    gunicorn (bench/urls.py): the check's key authentication and rate limit alone, then with one Redis round trip,
+    then with one empty PostgreSQL round trip — what any check that reads shared state per request can reach;
 (b) open loop: /v1/budget-check paced at --rate requests/s (200 by default) — p50/p99 latency.
 
     .venv/bin/python bench/budget_check.py [--write]   # --write puts the figures under "Budget checks" in RESULTS.md
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -170,26 +173,27 @@ request = function()
   return wrk.format("GET", string.format("/v1/teams/budget-check?team=team-%02d", math.random(0, {TEAMS - 1})))
 end
 """
-HEALTHZ_REQUEST = """
+CEILING_AUTH = "ceiling: key auth + rate limit, no read"
+CEILING_REDIS = "ceiling: key auth + rate limit + one Redis round trip (MGET)"
+CEILING_PG = "ceiling: key auth + rate limit + one PostgreSQL round trip (prepared SELECT 1)"
+
+
+def _fixed_request(path: str) -> str:
+    return f"""
 request = function()
-  return wrk.format("GET", "/healthz")
-end
-"""
-BARE_REQUEST = """
-request = function()
-  return wrk.format("GET", "/v1/bench/bare-json")
-end
-"""
-BARE_DRF_REQUEST = """
-request = function()
-  return wrk.format("GET", "/v1/bench/bare-json-drf")
+  return wrk.format("GET", "{path}")
 end
 """
 
 
-def paced_gets(base_url: str, *, key: str, rate: float, duration: float) -> tuple[list[float], int]:
+HEALTHZ_REQUEST = _fixed_request("/healthz")
+BARE_REQUEST = _fixed_request("/v1/bench/bare-json")
+BARE_DRF_REQUEST = _fixed_request("/v1/bench/bare-json-drf")
+
+
+def paced_gets(base_url: str, *, key: str, rate: float, duration: float) -> tuple[list[float], Counter]:
     """Open loop: GET a random session's check at `rate`/s for `duration` s, whatever the server does.
-    Returns latencies in ms (successful requests) and the number of failures."""
+    Returns latencies in ms (successful requests) and the failures counted by kind (a status or an exception)."""
     parsed = urllib.parse.urlsplit(base_url)
     host, port = parsed.hostname, parsed.port
     rng = random.Random(11)
@@ -218,13 +222,23 @@ def paced_gets(base_url: str, *, key: str, rate: float, duration: float) -> tupl
             tasks.append(asyncio.create_task(one(path)))
         return await asyncio.gather(*tasks, return_exceptions=True)
 
-    latencies, failures = [], 0
+    latencies, failures = [], Counter()
     for result in asyncio.run(main()):
-        if isinstance(result, BaseException) or result[1] != 200:
-            failures += 1
+        if isinstance(result, BaseException):
+            failures[type(result).__name__] += 1
+        elif result[1] != 200:
+            failures[f"HTTP {result[1]}"] += 1
         else:
             latencies.append(result[0])
     return latencies, failures
+
+
+def _failed(failures: Counter) -> str:
+    """"0 failed", or how many and of which kinds (e.g. "12 failed: ConnectionResetError 12")."""
+    total = sum(failures.values())
+    if not total:
+        return "0 failed"
+    return f"{total:,} failed: " + ", ".join(f"{kind} {n:,}" for kind, n in failures.most_common())
 
 
 def in_process_costs(keys: dict, *, rounds: int = 5, per_round: int = 300) -> dict:
@@ -291,6 +305,11 @@ def main() -> None:
             ("GET /healthz (1 SQL query + Redis PING + ingest-lag query)", HEALTHZ_REQUEST, None),
             ("GET /v1/budget-check", SESSION_REQUEST, keys["telemetry"]),
             ("GET /v1/teams/budget-check", TEAM_REQUEST, keys["admin"]),
+            # The ceiling of any check that reads shared state per request: the check's authentication and rate
+            # limit with no read, with one Redis round trip, with one empty PostgreSQL round trip (bench/urls.py).
+            (CEILING_AUTH, _fixed_request("/v1/bench/auth-only"), keys["telemetry"]),
+            (CEILING_REDIS, _fixed_request("/v1/bench/auth-redis"), keys["telemetry"]),
+            (CEILING_PG, _fixed_request("/v1/bench/auth-select-1"), keys["telemetry"]),
         ]:
             results[name] = run_wrk_get(web.url, lua_request=lua, key=key, duration=args.duration,
                                         connections=args.connections)
@@ -301,7 +320,7 @@ def main() -> None:
                                          duration=args.rate_duration)
     paced = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "n": len(latencies)}
     print(f"paced {args.rate:.0f} req/s: p50 {paced['p50']:.2f} ms p99 {paced['p99']:.2f} ms "
-          f"({paced['n']} ok, {failures} failed)", flush=True)
+          f"({paced['n']} ok, {_failed(failures)})", flush=True)
 
     baseline = results["bare JSON view (baseline)"].requests_per_s
     load = os.getloadavg()
@@ -315,10 +334,16 @@ def main() -> None:
         f"- /v1/budget-check ≥ {TARGET_RPS:,} req/s: {'met' if session.requests_per_s >= TARGET_RPS else 'NOT met'} "
         f"({session.requests_per_s:,.0f}).",
         f"- p99 < {TARGET_P99_MS:g} ms at {args.rate:.0f} req/s: "
-        f"{'met' if paced['p99'] < TARGET_P99_MS else 'NOT met'} ({paced['p99']:.2f} ms).",
+        f"{'met' if paced['p99'] < TARGET_P99_MS and not failures else 'NOT met'} ({paced['p99']:.2f} ms"
+        f"{'' if not failures else ', and ' + _failed(failures)}).",
         f"- ≥ {TARGET_RATIO:.0%} of the baseline: "
         f"{'met' if session.requests_per_s >= TARGET_RATIO * baseline else 'NOT met'} "
         f"({session.requests_per_s / baseline:.0%}).",
+        f"- Ceilings: with one round trip, the check's authentication and rate limit reach "
+        f"{results[CEILING_REDIS].requests_per_s / baseline:.0%} of the baseline through Redis and "
+        f"{results[CEILING_PG].requests_per_s / baseline:.0%} through PostgreSQL (without: "
+        f"{results[CEILING_AUTH].requests_per_s / baseline:.0%}); /v1/budget-check reaches "
+        f"{session.requests_per_s / results[CEILING_PG].requests_per_s:.0%} of the PostgreSQL one.",
     ]
     text = "\n".join([
         f"Run {started:%Y-%m-%d %H:%M} UTC by `bench/budget_check.py`: gunicorn {args.web_workers} sync workers, "
@@ -333,7 +358,7 @@ def main() -> None:
         *rows,
         "",
         f"Open loop, /v1/budget-check paced at {args.rate:.0f} requests/s for {args.rate_duration:g} s: "
-        f"p50 {paced['p50']:.2f} ms, p99 {paced['p99']:.2f} ms ({paced['n']:,} answered 200, {failures} failed).",
+        f"p50 {paced['p50']:.2f} ms, p99 {paced['p99']:.2f} ms ({paced['n']:,} answered 200, {_failed(failures)}).",
         "",
         "In-process cost per request through the whole Django stack (test client, one request at a time, best "
         "median of 5 × 300; less sensitive to the machine's load than the table above):",

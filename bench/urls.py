@@ -9,11 +9,16 @@ Selected with ROOT_URLCONF=bench.urls; never used in production."""
 
 import json
 
+from django.core.cache import cache
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from agentwatch_site import db
+from agentwatch_site.errors import json_response
+from tenants.api_base import LeanDispatch, TelemetryApi
 
 
 class BareIngestApi(APIView):
@@ -52,7 +57,35 @@ class BareJsonDrfApi(APIView):
         return Response({"status": "ok"})
 
 
+class AuthOnlyApi(LeanDispatch, TelemetryApi):
+    """GET: what /v1/budget-check does before its read (key authentication, scope, rate limit), then a fixed
+    body. With the two below: the ceiling of any check that reads shared state on each request."""
+
+    lean_methods = frozenset({"GET"})
+
+    def get(self, request):
+        return json_response({"status": "ok"})
+
+
+class AuthRedisApi(AuthOnlyApi):
+    """GET: the same plus one Redis round trip (an MGET of two keys, as a check kept in Redis would read)."""
+
+    def get(self, request):
+        values = cache._cache.get_client(write=False).mget(["aw:bench:session", "aw:bench:team"])
+        return json_response({"status": "ok", "found": sum(value is not None for value in values)})
+
+
+class AuthSelectOneApi(AuthOnlyApi):
+    """GET: the same plus one PostgreSQL round trip with nothing in it (a prepared `SELECT 1`, the check's path)."""
+
+    def get(self, request):
+        return json_response({"status": "ok", "one": db.fetch_one("SELECT 1", [])[0]})
+
+
 urlpatterns = [
+    path("v1/bench/auth-only", AuthOnlyApi.as_view()),
+    path("v1/bench/auth-redis", AuthRedisApi.as_view()),
+    path("v1/bench/auth-select-1", AuthSelectOneApi.as_view()),
     path("v1/bench/bare", BareIngestApi.as_view()),
     path("v1/bench/bare-django", bare_ingest_django),
     path("v1/bench/bare-json", bare_json),

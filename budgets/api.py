@@ -11,26 +11,26 @@ from rest_framework.response import Response
 
 from agentwatch_site.errors import NotFound, json_response, validation_error
 from agentwatch_site.money import quantize
-from agentwatch_site.pagination import paginated_response
+from agentwatch_site.pagination import paginate, paginated_response
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
-from agentwatch_site.serializers import MoneyField, page_of
+from agentwatch_site.serializers import PAGE_PARAMETERS, MoneyField, page_of
 from agentwatch_site.text import CONTROL_CHARACTERS
 from budgets.selectors import (
     alert_list,
     audit_log_list,
     budget_for_check,
-    budget_list_with_spend,
     budget_status,
     budget_with_spend,
+    budgets_with_spend,
     pct_used,
     session_budget_check,
     status_for,
+    team_month_spend,
 )
 from budgets.serializers import BudgetInputSerializer
-from budgets.services import budget_delete, budget_update, budget_upsert
+from budgets.services import budget_delete, budget_not_found, budget_update, budget_upsert
 from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.selectors import team_by_name
-from tenants.webhook_api import PAGE_PARAMETERS
 from usage.services.pricing import COST_QUANTUM
 from usage.services.recording import SESSION_TTL, last_limit_cache_key
 
@@ -75,20 +75,19 @@ def _budget_or_404(request, name: str):
     team = _team_or_404(request, name)
     budget = budget_with_spend(tenant=request.tenant, team=team)
     if budget is None:
-        raise NotFound(f"Team {team.name!r} has no budget set: create one with POST /v1/teams/budgets.",
-                       code="budget_not_found")
+        raise budget_not_found(team.name)
     return budget
 
 
 class TeamBudgetListApi(TenantApi):
     """GET: every team budget with its month-to-date spend. POST: create or replace one team's budget."""
 
-    @extend_schema(responses=page_of("BudgetList", BudgetOutput(many=True)),
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=page_of("BudgetList", BudgetOutput(many=True)),
                    operation_id="teams_budgets_list", tags=["budgets"])
     def get(self, request):
-        budgets = budget_list_with_spend(tenant=request.tenant)
-        # Every budget of the tenant on one page (a tenant has tens of teams); the list shape matches the others.
-        return Response({"results": [budget_output(b) for b in budgets], "next": None})
+        # By team name (unique in a tenant, ignoring case; the id orders spellings the database tells apart).
+        page = paginate(request, budgets_with_spend(tenant=request.tenant), order=("team__name", "id"))
+        return Response({"results": [budget_output(b) for b in page["results"]], "next": page["next"]})
 
     @extend_schema(
         request=BudgetInputSerializer,
@@ -103,7 +102,8 @@ class TeamBudgetListApi(TenantApi):
         values = dict(data.validated_data)
         budget, created = budget_upsert(tenant=request.tenant, team_name=values.pop("team"), **values,
                                         **_actor(request))
-        budget = budget_with_spend(tenant=request.tenant, team=budget.team)
+        # The budget as this request wrote it (not read again: a DELETE may have come in since the commit).
+        budget.current_spend = team_month_spend(tenant=request.tenant, team=budget.team)
         return Response(budget_output(budget), status=201 if created else 200)
 
 
@@ -119,8 +119,8 @@ class TeamBudgetDetailApi(TenantApi):
         budget = _budget_or_404(request, team)
         data = BudgetInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        budget_update(budget=budget, **data.validated_data, **_actor(request))
-        return Response(budget_output(_budget_or_404(request, team)))
+        # Its month spend as read above; the changed fields as written (a DELETE may come in after the commit).
+        return Response(budget_output(budget_update(budget=budget, **data.validated_data, **_actor(request))))
 
     @extend_schema(responses={204: None}, tags=["budgets"])
     def delete(self, request, team: str):

@@ -14,6 +14,7 @@ from agentwatch_site.db import fetch_one
 from agentwatch_site.money import MONEY_CONTEXT, quantize
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from tenants.models import Team, Tenant
+from tenants.selectors import same_team_name
 from usage.models import MONEY_TOTAL, DailySpend, MonthlyTeamSpend, SessionState
 
 SPEND_FIELD = DecimalField(**MONEY_TOTAL)
@@ -52,14 +53,15 @@ def month_spend_subquery(tenant: Tenant, *, team_name_ref: str = "team__name",
     return Coalesce(Subquery(spend, output_field=SPEND_FIELD), Value(ZERO), output_field=SPEND_FIELD)
 
 
+def budgets_with_spend(*, tenant: Tenant, moment: datetime.datetime | None = None) -> QuerySet[TeamBudget]:
+    """The tenant's budgets, each with `.current_spend` (one query in all, however many)."""
+    return (TeamBudget.objects.for_tenant(tenant).select_related("team")
+            .annotate(current_spend=month_spend_subquery(tenant, moment=moment)))
+
+
 def budget_list_with_spend(*, tenant: Tenant, moment: datetime.datetime | None = None) -> list[TeamBudget]:
     """Every budget of the tenant, ordered by team name, each with `.current_spend` (one query in all)."""
-    return list(
-        TeamBudget.objects.for_tenant(tenant)
-        .select_related("team")
-        .annotate(current_spend=month_spend_subquery(tenant, moment=moment))
-        .order_by("team__name")
-    )
+    return list(budgets_with_spend(tenant=tenant, moment=moment).order_by("team__name"))
 
 
 def budget_with_spend(*, tenant: Tenant, team: Team, moment: datetime.datetime | None = None) -> TeamBudget | None:
@@ -104,14 +106,14 @@ def budget_status(budget: TeamBudget, spend: Decimal) -> dict:
 def alert_list(*, tenant: Tenant, team_name: str | None = None) -> QuerySet[BudgetAlert]:
     alerts = BudgetAlert.objects.for_tenant(tenant).select_related("team")
     if team_name:
-        alerts = alerts.filter(team__name__iexact=Team.clean_name(team_name))
+        alerts = alerts.filter(same_team_name("team__name", team_name))
     return alerts.order_by("-created_at", "-id")
 
 
 def audit_log_list(*, tenant: Tenant, team_name: str | None = None) -> QuerySet[BudgetAuditLog]:
     entries = BudgetAuditLog.objects.for_tenant(tenant)
     if team_name:
-        entries = entries.filter(team_name__iexact=Team.clean_name(team_name))
+        entries = entries.filter(same_team_name("team_name", team_name))
     return entries.order_by("-created_at", "-id")
 
 

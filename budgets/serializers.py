@@ -4,21 +4,29 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from agentwatch_site.serializers import StrictBooleanField, StrictCharField
+from agentwatch_site.serializers import (
+    NoUnknownFieldsMixin,
+    StrictBooleanField,
+    StrictCharField,
+    StrictDecimalField,
+)
 from agentwatch_site.text import CONTROL_CHARACTERS, shows_nothing
 
 MAX_MONTHLY_BUDGET_USD = Decimal("10000000")
 DEFAULT_ALERT_THRESHOLD_PCT = 80
 
 
-class BudgetInputSerializer(serializers.Serializer):
+class BudgetInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
     """A team budget as POSTed (all fields) or PATCHed (`partial=True`: only the fields sent)."""
 
     team = StrictCharField(
         min_length=1, max_length=100, help_text="Team name (1–100 characters, matched ignoring case)."
     )
-    monthly_budget_usd = serializers.DecimalField(
+    monthly_budget_usd = StrictDecimalField(
         max_digits=12, decimal_places=2, coerce_to_string=False,
+        min_value=Decimal("0.01"), max_value=MAX_MONTHLY_BUDGET_USD,  # also the OpenAPI document's bounds
+        error_messages={"min_value": "Must be greater than 0.",
+                        "max_value": f"Must be at most {MAX_MONTHLY_BUDGET_USD:,}."},
         help_text="Monthly budget in USD: greater than 0, at most 2 decimal places, at most 10,000,000.",
     )
     alert_threshold_pct = serializers.IntegerField(
@@ -34,11 +42,4 @@ class BudgetInputSerializer(serializers.Serializer):
             raise serializers.ValidationError("Must not contain control characters.")
         if shows_nothing(value):
             raise serializers.ValidationError("Must contain a visible character.")
-        return value
-
-    def validate_monthly_budget_usd(self, value: Decimal) -> Decimal:
-        if value <= 0:
-            raise serializers.ValidationError("Must be greater than 0.")
-        if value > MAX_MONTHLY_BUDGET_USD:
-            raise serializers.ValidationError(f"Must be at most {MAX_MONTHLY_BUDGET_USD:,}.")
         return value

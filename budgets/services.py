@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agentwatch_site.dates import next_month_start, tenant_day, tenant_month_days, tenant_zone
-from agentwatch_site.errors import InvalidRequest
+from agentwatch_site.errors import InvalidRequest, NotFound
 from agentwatch_site.money import quantize
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from budgets.selectors import month_spend_subquery, pct_used
@@ -18,6 +18,20 @@ from tenants.services import team_get_or_create
 logger = logging.getLogger(__name__)
 
 CHANGEABLE_FIELDS = ("monthly_budget_usd", "alert_threshold_pct", "hard_stop")
+
+
+def budget_not_found(team_name: str) -> NotFound:
+    return NotFound(f"Team {team_name!r} has no budget set: create one with POST /v1/teams/budgets.",
+                    code="budget_not_found")
+
+
+def _locked(budget: TeamBudget) -> TeamBudget:
+    """The budget's row, locked until the transaction ends; a concurrent request may have deleted it since it was
+    read (a 404 then, not a 500)."""
+    locked = TeamBudget.objects.select_for_update().select_related("team").filter(pk=budget.pk).first()
+    if locked is None:
+        raise budget_not_found(budget.team.name)
+    return locked
 
 
 def _actor_label(actor_user, actor_key: ApiKey | None) -> str:
@@ -122,7 +136,7 @@ def budget_update(*, budget: TeamBudget, actor_user=None, actor_key: ApiKey | No
         raise InvalidRequest(f"Unknown budget fields: {', '.join(sorted(unknown))}.", code="validation_error")
     if "monthly_budget_usd" in changes:
         changes["monthly_budget_usd"] = Decimal(changes["monthly_budget_usd"])
-    locked = TeamBudget.objects.select_for_update().select_related("team").get(pk=budget.pk)
+    locked = _locked(budget)
     _update(locked, changes, actor_user=actor_user, actor_key=actor_key)
     for name in (*CHANGEABLE_FIELDS, "updated_at"):
         setattr(budget, name, getattr(locked, name))
@@ -131,12 +145,14 @@ def budget_update(*, budget: TeamBudget, actor_user=None, actor_key: ApiKey | No
 
 @transaction.atomic
 def budget_delete(*, budget: TeamBudget, actor_user=None, actor_key: ApiKey | None = None) -> None:
-    before = _snapshot(budget)
-    deleted, _ = TeamBudget.objects.filter(pk=budget.pk).delete()
-    if deleted:
-        _audit(budget=budget, action=BudgetAuditLog.Action.DELETED, before=before, after=None,
-               actor_user=actor_user, actor_key=actor_key)
-        logger.info("budget deleted tenant_id=%s team=%s", budget.tenant_id, budget.team.name)
+    """Deletes the budget as it is when locked (the audit log's "before" is what was deleted, not what this request
+    read earlier); one deleted a moment ago by another request is a 404."""
+    locked = _locked(budget)
+    before = _snapshot(locked)
+    locked.delete()
+    _audit(budget=locked, action=BudgetAuditLog.Action.DELETED, before=before, after=None,
+           actor_user=actor_user, actor_key=actor_key)
+    logger.info("budget deleted tenant_id=%s team=%s", locked.tenant_id, locked.team.name)
 
 
 # --- Threshold alerts ---------------------------------------------------------------------------------
@@ -173,6 +189,9 @@ def budget_alerts_check(*, tenant: Tenant, team_ids: list[int], now=None) -> lis
     for budget in budgets:
         for level in _levels_reached(budget, budget.current_spend):
             if (budget.team_id, level) in existing:
+                continue
+            if level == BudgetAlert.Level.THRESHOLD and (budget.team_id, BudgetAlert.Level.EXCEEDED) in existing:
+                # Already told the month is over budget: a threshold lowered afterwards says nothing new.
                 continue
             alert = _alert_create(tenant=tenant, budget=budget, month=month, level=level, this_month=this_month)
             if alert is not None:

@@ -1,6 +1,8 @@
 """Pages: the Overview (it draws on usage and budgets, so it lives in the top app) and Budgets."""
 
+import contextlib
 import datetime
+import functools
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -11,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from agentwatch_site.dates import tenant_day, tenant_month_days, tenant_zone
+from agentwatch_site.errors import NotFound
 from agentwatch_site.pagination import keyset_page_or_first
 from budgets.models import TeamBudget
 from budgets.selectors import alert_list, audit_log_list, budget_list_with_spend, budget_status
@@ -181,8 +184,29 @@ def _row_budget(request, budget_id: int) -> TeamBudget:
     return _with_status(rows)[0]
 
 
+GONE_BANNER = "That budget no longer exists: someone deleted it meanwhile. The list is up to date."
+
+
+def _refreshed_if_gone(view):
+    """A row acted on after someone else deleted its budget: the 404 brings htmx the list as it is now (the stale
+    row or its edit form disappear), and the banner says why (AW-Banner, static/js/app.js); a bare 404 left the row
+    on screen. Another tenant's budget id gets the same answer: nothing tells them apart."""
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except Http404:
+            if not request.htmx:
+                raise
+            response = render(request, "budgets/_budgets_panel.html", _budgets_context(request), status=404)
+            response["AW-Banner"] = GONE_BANNER
+            return reswap(retarget(response, "#budgets-panel"), "innerHTML")
+    return wrapper
+
+
 @member_required
 @require_GET
+@_refreshed_if_gone
 def budget_row(request, budget_id: int):
     """One table row: `?edit=1` gives the inline edit form (admins), otherwise the read-only row."""
     budget = _row_budget(request, budget_id)
@@ -190,11 +214,14 @@ def budget_row(request, budget_id: int):
     template = "budgets/_budget_edit_row.html" if editing else "budgets/_budget_row.html"
     if not request.htmx:
         return redirect("budgets")
-    return render(request, template, {"b": budget, "form_values": {}, "form_errors": {}})
+    # Keyboard focus follows the row: into the form on Edit, back to Edit on Cancel.
+    return render(request, template, {"b": budget, "form_values": {}, "form_errors": {}, "focus": "edit",
+                                      "focus_budget": budget.pk})
 
 
 @member_required
 @require_POST
+@_refreshed_if_gone
 def budget_edit(request, budget_id: int):
     budget = _row_budget(request, budget_id)
     data = _form_data(request.POST, team=budget.team.name)
@@ -214,27 +241,40 @@ def budget_edit(request, budget_id: int):
         return render(request, "budgets/budgets.html", _budgets_context(request, edit_errors=context), status=400)
     values = dict(serializer.validated_data)
     values.pop("team")
-    budget_update(budget=budget, actor_user=request.user, **values)
+    _update_or_404(budget, actor_user=request.user, **values)
     if not request.htmx:
         return redirect("budgets")
-    return render(request, "budgets/_budgets_panel.html", _budgets_context(request))
+    return render(request, "budgets/_budgets_panel.html",
+                  _budgets_context(request, focus="edit", focus_budget=budget.pk))
+
+
+def _update_or_404(budget: TeamBudget, **changes) -> None:
+    """As the row was shown: one deleted meanwhile by someone else is the same 404 as a budget never there."""
+    try:
+        budget_update(budget=budget, **changes)
+    except NotFound:
+        raise Http404("No such budget.") from None
 
 
 @member_required
 @require_POST
+@_refreshed_if_gone
 def budget_hard_stop(request, budget_id: int):
     budget = _row_budget(request, budget_id)
-    budget_update(budget=budget, actor_user=request.user, hard_stop=not budget.hard_stop)
+    _update_or_404(budget, actor_user=request.user, hard_stop=not budget.hard_stop)
     if not request.htmx:
         return redirect("budgets")
-    return render(request, "budgets/_budgets_panel.html", _budgets_context(request))
+    return render(request, "budgets/_budgets_panel.html",
+                  _budgets_context(request, focus="toggle", focus_budget=budget.pk))
 
 
 @member_required
 @require_POST
+@_refreshed_if_gone
 def budget_delete_view(request, budget_id: int):
     budget = get_for_tenant_or_404(TeamBudget, tenant=request.tenant, pk=budget_id)
-    budget_delete(budget=budget, actor_user=request.user)
+    with contextlib.suppress(NotFound):  # deleted a moment ago by someone else: gone, as asked
+        budget_delete(budget=budget, actor_user=request.user)
     if not request.htmx:
         return redirect("budgets")
     return render(request, "budgets/_budgets_panel.html", _budgets_context(request))

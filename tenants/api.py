@@ -94,8 +94,10 @@ class ApiKeyListCreateApi(TenantApi):
     class InputSerializer(serializers.Serializer):
         name = StrictCharField(max_length=100)
         scope = serializers.ChoiceField(choices=ApiKey.Scope.choices)
-        expires_at = serializers.DateTimeField(required=False, allow_null=True,
-                                               help_text="Optional; must be in the future.")
+        expires_at = serializers.DateTimeField(
+            required=False, allow_null=True,
+            help_text="Optional; must be in the future. A key created with an expiring key expires with it at the "
+                      "latest: without expires_at it gets that key's expiry.")
 
         def validate_expires_at(self, value):
             if value is not None and value <= timezone.now():

@@ -1,10 +1,13 @@
 import logging
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from agentwatch_site.db import connection_lost
-from agentwatch_site.errors import RateLimited, api_error_response
+from agentwatch_site.errors import RateLimited, api_error_response, validation_error
+from agentwatch_site.negotiation import ContentNegotiation
 from tenants.authentication import ApiKeyAuthentication
 from tenants.permissions import HasApiScope
 from tenants.ratelimit import ADMIN, TELEMETRY, TenantRateThrottle
@@ -19,6 +22,15 @@ class TenantApi(APIView):
     rate_limit_bucket = ADMIN
     throttle_classes = [TenantRateThrottle]
 
+    def initial(self, request, *args, **kwargs):
+        """DRF's checks (negotiation, authentication, scope, rate limit), then: a query parameter given twice is a
+        400 naming it. Each endpoint takes one value per parameter, and reading the last one silently (`?limit=2000
+        &limit=5`, two session ids meant as OR) would answer something else than was asked."""
+        super().initial(request, *args, **kwargs)
+        repeated = [name for name, values in request.query_params.lists() if len(values) > 1]
+        if repeated:
+            raise validation_error({name[:100]: ["Given more than once: send it once."] for name in repeated})
+
     def throttled(self, request, wait):
         decision = request.rate_decision
         raise RateLimited(
@@ -31,6 +43,10 @@ class TenantApi(APIView):
 class TelemetryApi(TenantApi):
     required_scope = "telemetry"
     rate_limit_bucket = TELEMETRY
+
+
+# What agents and scripts send (httpx and curl: */*, many nothing): no negotiation to do.
+_JSON_WILL_DO = frozenset({"", "*/*", "application/json"})
 
 
 class LeanDispatch:
@@ -58,6 +74,10 @@ class LeanDispatch:
         handler = getattr(self, request.method.lower())
         authorized = False
         try:
+            if (request.META.get("HTTP_ACCEPT", "") not in _JSON_WILL_DO
+                    or "format=" in request.META.get("QUERY_STRING", "")):
+                # As DRF would (these answer JSON only): `?format=csv` or `Accept: text/csv` is a 406.
+                ContentNegotiation().select_renderer(Request(request), [JSONRenderer()])
             self._authorize(request)
             authorized = True
             response = handler(request, *args, **kwargs)

@@ -3,6 +3,7 @@ import time
 
 from django.db.models import CharField, Model, Value
 from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 from django.http import Http404
 from django.utils import timezone
 
@@ -59,12 +60,15 @@ def api_key_is_active(key: ApiKey, *, now: datetime.datetime | None = None) -> b
     return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
 
 
+def same_team_name(field: str, name: str) -> Exact:
+    """A filter: `field` names the same team as `name`, ignoring case with the database's own lower() — the
+    expression of the teams' unique constraint — so a name the constraint calls a duplicate always matches and no
+    other does (iexact compares upper(), which differs for some letters: "ΣΑΣ" and "σας", "İstanbul")."""
+    return Exact(Lower(field), Lower(Value(Team.clean_name(name), output_field=CharField())))
+
+
 def team_by_name(*, tenant: Tenant, name: str) -> Team | None:
-    """Case-insensitive, with the database's own lower() — the expression of the unique constraint — so a name
-    the constraint calls a duplicate is always found (iexact compares upper(), which differs for some letters)."""
-    name = Team.clean_name(name)
-    return (Team.objects.for_tenant(tenant).annotate(lowered=Lower("name"))
-            .filter(lowered=Lower(Value(name, output_field=CharField()))).first())
+    return Team.objects.for_tenant(tenant).filter(same_team_name("name", name)).first()
 
 
 def team_list(*, tenant: Tenant):

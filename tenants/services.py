@@ -74,6 +74,7 @@ def api_key_create(*, tenant: Tenant, name: str, scope: str, created_by=None, cr
     if created_by_key is not None and created_by_key.scope == ApiKey.Scope.TELEMETRY and scope == ApiKey.Scope.ADMIN:
         raise ApiError("A key cannot create a key with a wider scope than its own.", code="scope_escalation",
                        status=403, type="permission_error")
+    expires_at = _no_later_than_parent(expires_at, created_by_key)
     raw = generate_key()
     key = ApiKey.objects.create(
         tenant=tenant, name=name, scope=scope, prefix=display_prefix(raw), key_hash=hash_key(raw),
@@ -81,6 +82,21 @@ def api_key_create(*, tenant: Tenant, name: str, scope: str, created_by=None, cr
     )
     logger.info("api key created tenant=%s key_prefix=%s scope=%s", tenant.slug, key.prefix, scope)
     return key, raw
+
+
+def _no_later_than_parent(expires_at: datetime.datetime | None,
+                          parent: ApiKey | None) -> datetime.datetime | None:
+    """A key created with an expiring key expires with it at the latest (a short-lived or leaked key must not mint
+    itself a lasting successor): no expiry asked means the parent's, a later one is refused."""
+    if parent is None or parent.expires_at is None:
+        return expires_at
+    if expires_at is None:
+        return parent.expires_at
+    if expires_at > parent.expires_at:
+        limit = parent.expires_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+        raise InvalidRequest(f"A key cannot outlive the key that creates it, which expires at {limit}.",
+                             code="validation_error", fields={"expires_at": [f"Must be at most {limit}."]})
+    return expires_at
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:

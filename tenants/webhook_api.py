@@ -1,9 +1,9 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.pagination import paginated_response
-from agentwatch_site.serializers import StrictBooleanField, StrictCharField, page_of
+from agentwatch_site.serializers import PAGE_PARAMETERS, StrictBooleanField, StrictCharField, page_of
 from tenants.api_base import TenantApi
 from tenants.models import WebhookDelivery, WebhookEndpoint
 from tenants.selectors import get_for_tenant_or_404
@@ -16,11 +16,6 @@ from tenants.webhooks import (
     webhook_endpoint_update,
     webhook_test_send,
 )
-
-PAGE_PARAMETERS = [
-    OpenApiParameter("limit", int, description="1 to 1000, default 100."),
-    OpenApiParameter("cursor", str, description="From the `next` link of the previous page."),
-]
 
 
 class EndpointOutput(serializers.Serializer):

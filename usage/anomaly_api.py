@@ -3,10 +3,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.pagination import paginated_response
-from agentwatch_site.serializers import page_of
+from agentwatch_site.serializers import PAGE_PARAMETERS, page_of
 from tenants.api_base import TenantApi
 from tenants.selectors import get_for_tenant_or_404
-from tenants.webhook_api import PAGE_PARAMETERS
 from usage.models import Anomaly
 from usage.services.anomalies import anomaly_acknowledge, anomaly_list
 

@@ -15,14 +15,15 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.response import Response
 
 from agentwatch_site.dates import month_start, tenant_day, tenant_month_days
 from agentwatch_site.errors import ApiError, json_response, validation_error
 from agentwatch_site.metrics import EVENTS_ACCEPTED
 from agentwatch_site.openapi import error_response
-from agentwatch_site.pagination import DEFAULT_LIMIT, MAX_LIMIT, paginated_response
-from agentwatch_site.serializers import MoneyField
+from agentwatch_site.pagination import paginate, paginated_response
+from agentwatch_site.serializers import PAGE_PARAMETERS, MoneyField
 from tenants.api_base import LeanDispatch, TelemetryApi, TenantApi
 from tenants.services import rejected_telemetry_count
 from usage.csv_export import csv_cell, csv_lines
@@ -60,8 +61,10 @@ class IngestEventDoc(serializers.Serializer):
     iteration_index = serializers.IntegerField(min_value=0, max_value=10**9, required=False, allow_null=True)
     event_id = serializers.CharField(max_length=100, required=False, allow_null=True, allow_blank=True,
                                      help_text="Idempotency key: the same id twice is one event.")
-    timestamp = serializers.DateTimeField(required=False, allow_null=True,
-                                          help_text="ISO 8601; default receipt time; at most 5 minutes ahead.")
+    timestamp = serializers.DateTimeField(
+        required=False, allow_null=True,
+        help_text="ISO 8601 / RFC 3339; without an offset it is UTC; from 2000-01-01 to at most 5 minutes ahead; "
+                  "default: when it is received.")
     provider = serializers.CharField(max_length=50, required=False, allow_null=True, allow_blank=True)
     customer_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
     user_id = serializers.CharField(max_length=200, required=False, allow_null=True, allow_blank=True)
@@ -147,11 +150,6 @@ EVENT_FILTER_PARAMETERS = [
     OpenApiParameter("from", OpenApiTypes.DATETIME,
                      description="Events at or after this time (ISO 8601; a date means its midnight UTC)."),
     OpenApiParameter("to", OpenApiTypes.DATETIME, description="Events before this time (exclusive)."),
-]
-PAGE_PARAMETERS = [
-    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                     description=f"Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
-    OpenApiParameter("cursor", str, description="Opaque; follow the `next` link of the previous page."),
 ]
 
 
@@ -372,6 +370,9 @@ class UsageExportCsvApi(TenantApi):
         tags=["usage"],
     )
     def get(self, request):
+        wanted = request.query_params.get("format")
+        if wanted not in (None, "", "csv"):
+            raise NotAcceptable(f"No {wanted[:20]!r} format here; this endpoint answers in: csv.")
         month_text = (request.query_params.get("month") or "").strip()
         if month_text:
             match = _MONTH.match(month_text)
@@ -408,7 +409,9 @@ class SessionOutputSerializer(serializers.Serializer):
     last_limit_usd = MoneyField(allow_null=True, help_text="The last limit_usd a budget-check sent; null if none.")
     first_seen = serializers.DateTimeField()
     last_seen = serializers.DateTimeField()
-    expires_at = serializers.DateTimeField(help_text="Idle 24 hours: the same id then starts from zero.")
+    expires_at = serializers.DateTimeField(
+        allow_null=True, help_text="Idle 24 hours: the same id then starts from zero. Null on a session that expired "
+                                   "(GET /v1/sessions/{session_id} then sums its kept events).")
 
 
 class SessionListApi(TenantApi):
@@ -464,7 +467,7 @@ class SessionDetailApi(TenantApi):
     def get(self, request, session_id: str):
         session = session_get(tenant=request.tenant, session_id=session_id)
         session.iteration_list = session_iterations(tenant=request.tenant, session_id=session.session_id,
-                                                    state=session)
+                                                    state=session if session.pk else None)
         return Response(self.OutputSerializer(session).data)
 
 
@@ -482,10 +485,13 @@ class TeamListApi(TenantApi):
         responses={200: inline_serializer("TeamList", fields={
             "month": serializers.CharField(help_text="YYYY-MM, the tenant's current month."),
             "results": OutputSerializer(many=True),
+            "next": serializers.URLField(allow_null=True, help_text="The next page; null on the last page."),
         })},
+        parameters=PAGE_PARAMETERS,
         tags=["teams"],
     )
     def get(self, request):
         month = tenant_month_days(request.tenant)[0]
-        teams = team_spend_list(tenant=request.tenant)
-        return Response({"month": f"{month:%Y-%m}", "results": self.OutputSerializer(teams, many=True).data})
+        page = paginate(request, team_spend_list(tenant=request.tenant), order=("name", "id"))
+        return Response({"month": f"{month:%Y-%m}", "results": self.OutputSerializer(page["results"], many=True).data,
+                         "next": page["next"]})

@@ -45,6 +45,9 @@ class Chart:
     labels: list = field(default_factory=list)
     legend: list = field(default_factory=list)
     extras: list = field(default_factory=list)
+    # The figures as rows for a table under the chart: what the bars' tooltips say, for keyboards and screen
+    # readers (an <svg role="img"> hides its <title>s from them).
+    table: list = field(default_factory=list)
 
     @property
     def plot_height(self) -> int:
@@ -80,6 +83,10 @@ def daily_team_chart(rows: list[dict], *, first_day: datetime.date, days: int = 
         x = chart.left + index * band + (band - bar_width) / 2
         y = float(chart.baseline)
         values = per_day.get(day, {})
+        if any(values.values()):
+            chart.table.append({"day": day, "total": sum(values.values()), "parts": [
+                ("other teams" if name == "__other__" else (name or "unallocated"), values[name])
+                for name in order if values.get(name)]})
         for name in order:
             amount = values.get(name)
             if not amount:

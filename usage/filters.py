@@ -6,6 +6,7 @@ import re
 import django_filters
 from django import forms
 
+from tenants.selectors import same_team_name
 from usage.models import UsageEvent
 
 RISK_TAG = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -64,8 +65,7 @@ def _exact(field_name: str, max_length: int, help_text: str) -> django_filters.C
 class UsageEventFilter(django_filters.FilterSet):
     """Every filter is optional and they combine with AND. Invalid values make `is_valid()` false (a 400)."""
 
-    team = django_filters.CharFilter(field_name="team_name", lookup_expr="iexact", max_length=100,
-                                     help_text="Team name, case-insensitive.")
+    team = django_filters.CharFilter(method="filter_team", max_length=100, help_text="Team name, case-insensitive.")
     project = _exact("project", 200, "Project, exact.")
     session_id = _exact("session_id", 200, "Session id, exact.")
     model = _exact("model", 200, "Model name, exact (e.g. gpt-4o).")
@@ -77,6 +77,9 @@ class UsageEventFilter(django_filters.FilterSet):
     class Meta:
         model = UsageEvent
         fields: list[str] = []
+
+    def filter_team(self, queryset, name, value):
+        return queryset.filter(same_team_name("team_name", value))
 
     def filter_risk(self, queryset, name, value):
         # identified_risks is a JSON list of tags matching RISK_TAG, so the quoted tag occurs in its JSON text

@@ -2,7 +2,7 @@ import datetime
 from collections.abc import Iterator
 from decimal import Decimal
 
-from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
@@ -10,7 +10,7 @@ from django.utils import timezone
 from agentwatch_site.dates import month_start, next_month_start, tenant_month_days
 from agentwatch_site.errors import validation_error
 from tenants.models import Team, Tenant
-from tenants.selectors import get_for_tenant_or_404, team_list
+from tenants.selectors import same_team_name, team_list
 from usage.filters import UsageEventFilter
 from usage.models import DailySpend, SessionState, UsageEvent
 
@@ -89,18 +89,43 @@ def spend_month_rows(*, tenant: Tenant, month: datetime.date, group_by: list[str
 def session_list(*, tenant: Tenant, team: str | None = None, project: str | None = None) -> QuerySet[SessionState]:
     sessions = SessionState.objects.for_tenant(tenant).select_related("team")
     if team:
-        sessions = sessions.filter(team__name__iexact=Team.clean_name(team))
+        sessions = sessions.filter(same_team_name("team__name", team))
     if project:
         sessions = sessions.filter(project=project)
     return sessions.order_by("-last_seen", "-id")
 
 
 def session_get(*, tenant: Tenant, session_id: str) -> SessionState:
-    """One session of the tenant, or Http404 (another tenant's session is simply not found)."""
-    if "\x00" in session_id:
-        # PostgreSQL cannot even compare text with NUL in it; no session id contains one (ingest refuses it).
+    """One session of the tenant, or Http404 (another tenant's session is simply not found). A session whose state
+    expired (idle 24 hours, then removed) while its events are kept is summed from those events, as its page does:
+    an unsaved SessionState (no pk) with `expires_at` None and no `last_limit_usd`, over all its lifetimes."""
+    if "\x00" in session_id or len(session_id) > SessionState._meta.get_field("session_id").max_length:
+        # PostgreSQL cannot even compare text with NUL in it; ingest stores no such id.
         raise Http404("No session matches the given query.")
-    return get_for_tenant_or_404(SessionState, tenant=tenant, session_id=session_id)
+    state = SessionState.objects.for_tenant(tenant).select_related("team").filter(session_id=session_id).first()
+    if state is None:
+        state = _expired_session(tenant=tenant, session_id=session_id)
+    if state is None:
+        raise Http404("No session matches the given query.")
+    return state
+
+
+def _expired_session(*, tenant: Tenant, session_id: str) -> SessionState | None:
+    events = UsageEvent.objects.for_tenant(tenant).filter(session_id=session_id)
+    latest = events.select_related("team").order_by("-timestamp", "-id").first()
+    if latest is None:
+        return None
+    recorded = Q(recorded_at__isnull=False)
+    totals = events.aggregate(
+        spent_usd=Coalesce(Sum("cost_usd", filter=recorded), Value(Decimal("0"))),
+        events=Count("id", filter=recorded),
+        iterations=Count("iteration_index", filter=recorded, distinct=True),
+        prompt_tokens=Coalesce(Sum("prompt_tokens", filter=recorded), 0),
+        completion_tokens=Coalesce(Sum("completion_tokens", filter=recorded), 0),
+        first_seen=Min("received_at"), last_seen=Max("received_at"),  # as the recorder dates a session
+    )
+    return SessionState(tenant=tenant, session_id=session_id, team=latest.team, project=latest.project,
+                        last_limit_usd=None, expires_at=None, **totals)
 
 
 SESSION_ITERATIONS_SHOWN = 1000

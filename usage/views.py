@@ -84,7 +84,7 @@ def _live_mark(rows) -> str:
     return encode_cursor([newest.timestamp, newest.id] if newest else [_BEGINNING, 0])
 
 
-# A date input shows only YYYY-MM-DD; a date-time from the URL (?from=2026-11-25T09:30:00Z) is shown as text.
+# A date input shows only a real YYYY-MM-DD; a date-time from the URL (?from=2026-11-25T09:30:00Z) is shown as text.
 _PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -115,7 +115,10 @@ def activity(request):
         "live_query": _live_query(filters, after=_live_mark(page.items), pending=_pending_rows(page.items),
                                   empty=not page.items) if page.first else None,
         "is_filtered": bool(filters),
-        "date_inputs": {name: "text" if filters.get(name) and not _PLAIN_DATE.match(filters[name]) else "date"
+        # A value a date input cannot hold (a date-time, or one refused, e.g. 2026-02-30) stays visible as text
+        # next to its error: a date input would show it blank, and Apply would then drop the filter silently.
+        "date_inputs": {name: "text" if filters.get(name) and (not _PLAIN_DATE.match(filters[name])
+                                                             or name in errors) else "date"
                         for name in ("from", "to")},
         **_team_choices(request.tenant, filters.get("team", "")),
     }

@@ -87,6 +87,11 @@
       event.detail.shouldSwap = true;
       event.detail.isError = false;
       bannerFromPoll = polls(requester(event));
+    } else if (xhr.getResponseHeader("AW-Banner")) {
+      // An error answer that brings the part of the page to show now (e.g. a 404 for a row someone deleted
+      // meanwhile, with the list as it is); the banner says why (below).
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
     } else if (status === 400 || status === 409 || status === 422) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
@@ -98,13 +103,19 @@
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
-    if (event.detail.successful && !fillsBanner(event.detail.xhr)
+    var xhr = event.detail.xhr;
+    // An answer that also has something to say (AW-Banner: e.g. the row acted on was deleted meanwhile).
+    var note = xhr && xhr.getResponseHeader("AW-Banner");
+    if (note) showBanner(note, requester(event));
+    else if (event.detail.successful && !fillsBanner(xhr)
         && (!polls(requester(event)) || bannerFromPoll)) clearBanner();
   });
 
   document.addEventListener("htmx:sendError", function (event) {
     showBanner("Could not reach AgentWatch: check your connection. The page updates again once it is back.",
       requester(event));
+    // As it says: the next answer from the server, a live poll's too, clears it.
+    bannerFromPoll = true;
   });
 
   // Activity's live list: rows a live poll adds to the top push as many of the oldest rows out of the bottom

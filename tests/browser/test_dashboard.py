@@ -76,6 +76,76 @@ def test_admin_sets_a_team_budget_and_sees_its_bar(page, owner, usage):
     expect(page.locator(".budget-line", has_text="payments-eng").locator("svg.bar")).to_be_visible()
 
 
+def focused(page) -> str:
+    """What has keyboard focus: its accessible name or field label, or "body"."""
+    return page.evaluate("""() => { const e = document.activeElement;
+        if (!e || e === document.body) return "body";
+        return (e.labels && e.labels[0] ? e.labels[0].textContent : e.textContent).trim(); }""")
+
+
+def test_inline_edit_by_keyboard_keeps_focus_with_the_row(page, owner, tenant):
+    """Keyboard users: Enter on Edit puts focus in the form, Save and Cancel give it back to the row's Edit, and the
+    hard-stop toggle keeps it (focus fell to <body>, and the next Tab skipped the form)."""
+    from budgets.services import budget_upsert
+
+    budget_upsert(tenant=tenant, team_name="search", monthly_budget_usd=10)
+    sign_in(page, "olivia")
+    page.goto("/budgets/")
+    row = page.locator("tr", has=page.get_by_role("rowheader", name="search"))
+    row.get_by_role("link", name="Edit").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("tr.editing")).to_have_count(1)
+    expect(page.locator("tr.editing").get_by_label("Monthly budget (USD)")).to_be_focused()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("-1")
+    page.keyboard.press("Enter")  # submits the form
+    expect(page.locator("tr.editing .errorlist")).to_contain_text("greater than 0")
+    expect(page.locator("tr.editing").get_by_label("Monthly budget (USD)")).to_be_focused()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("12")
+    page.keyboard.press("Enter")
+    expect(row).to_contain_text("$12.00")
+    expect(row.get_by_role("link", name="Edit")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.locator("tr.editing").get_by_role("link", name="Cancel").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("tr.editing")).to_have_count(0)
+    expect(row.get_by_role("link", name="Edit")).to_be_focused()
+    row.get_by_role("button", name="Off").focus()
+    page.keyboard.press("Enter")
+    expect(row.get_by_role("button", name="On")).to_be_focused()
+    assert focused(page) == "On"
+
+
+def test_a_row_deleted_meanwhile_by_someone_else_leaves_the_list_with_a_note(page, owner, tenant):
+    from budgets.services import budget_delete, budget_upsert
+
+    kept, _ = budget_upsert(tenant=tenant, team_name="kept", monthly_budget_usd=10)
+    gone, _ = budget_upsert(tenant=tenant, team_name="gone", monthly_budget_usd=10)
+    sign_in(page, "olivia")
+    page.goto("/budgets/")
+    stale = page.locator("tr", has=page.get_by_role("rowheader", name="gone"))
+    stale.get_by_role("link", name="Edit").click()
+    expect(page.locator("tr.editing")).to_have_count(1)
+    budget_delete(budget=gone)  # another admin, in another tab
+    page.locator("tr.editing").get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#page-banner")).to_contain_text("someone deleted it meanwhile")
+    expect(page.locator("tr.editing")).to_have_count(0)
+    expect(page.get_by_role("rowheader", name="gone")).to_have_count(0)
+    expect(page.get_by_role("rowheader", name="kept")).to_be_visible()
+
+
+def test_the_connection_banner_clears_once_the_server_answers_again(page, owner, usage):
+    """"Could not reach AgentWatch … The page updates again once it is back": after a click that failed, the
+    next answer (Activity's live poll) clears it, as it says (it stayed for good)."""
+    sign_in(page, "olivia")
+    page.goto("/activity/")
+    expect(page.locator("#activity-poller")).to_be_attached()
+    page.route(re.compile(r"/activity/\?"), lambda route: route.abort(), times=1)  # the filter's request only
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#page-banner")).to_contain_text("Could not reach AgentWatch")
+    expect(page.locator("#page-banner")).to_have_text("", timeout=15_000)  # a live poll every 5 s
+
 def test_generated_key_is_shown_once_and_revoking_it_refuses_the_api(page, owner, tenant):
     sign_in(page, "olivia")
     page.goto("/settings/api-keys/")

@@ -156,6 +156,18 @@ def test_threshold_of_100_percent_sends_only_the_exceeded_alert(tenant):
     assert [a.level for a in budget_alerts_check(tenant=tenant, team_ids=[team.pk])] == ["exceeded"]
 
 
+def test_a_threshold_lowered_after_the_month_went_over_budget_sends_no_late_threshold_alert(tenant):
+    budget, _ = budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                              alert_threshold_pct=100)
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(5000), now=timezone.now()),
+                       received_at=timezone.now())
+    events_record_pending()
+    assert [a.level for a in budget_alerts_check(tenant=tenant, team_ids=[budget.team_id])] == ["exceeded"]
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.01"),
+                  alert_threshold_pct=80)
+    assert budget_alerts_check(tenant=tenant, team_ids=[budget.team_id]) == []
+    assert list(BudgetAlert.objects.values_list("level", flat=True)) == ["exceeded"]
+
 def record_at(tenant, moment: datetime.datetime, tokens: int, iteration: int) -> None:
     with time_machine.travel(moment, tick=False):
         event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(tokens, iteration=iteration),

@@ -349,3 +349,81 @@ def test_telemetry_key_gets_403_on_every_budget_admin_endpoint(telemetry_api):
 def test_paths_with_trailing_slash_are_404_not_redirects(admin_api):
     response = admin_api.get("/v1/teams/budgets/")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("amount", ["1_000", " 500 ", "٥٠٠", "500\n", "0x1F4", "5e", True])
+def test_amounts_are_numbers_or_plainly_spelled_numbers(tenant, admin_api, amount):
+    # Decimal() reads all of these; a client sending them has a bug to hear about.
+    assert field_errors(create(admin_api, monthly_budget_usd=amount)) == {
+        "monthly_budget_usd": ["A valid number is required."]}
+    assert not TeamBudget.objects.exists()
+
+
+@pytest.mark.parametrize(("amount", "stored"), [("500", "500"), ("12.50", "12.5"), ("1e2", "100"), (0.01, "0.01")])
+def test_amounts_as_strings_or_numbers(tenant, admin_api, amount, stored):
+    assert create(admin_api, monthly_budget_usd=amount).status_code == 201
+    assert TeamBudget.objects.get().monthly_budget_usd == Decimal(stored)
+
+
+def test_a_budget_deleted_by_another_request_mid_way_is_a_404_and_the_log_records_what_was_deleted(tenant,
+                                                                                                   admin_api):
+    """Two admins (or scripts) at once: a PATCH whose budget another request deleted after it was read is a 404
+    (it was a 500), and a DELETE logs the values it deleted, not those it read before another change."""
+    from agentwatch_site.errors import NotFound
+    from budgets.selectors import budget_with_spend
+    from budgets.services import budget_delete, budget_update
+
+    create(admin_api, monthly_budget_usd=10)
+    team = Team.objects.get()
+    read_by_first = budget_with_spend(tenant=tenant, team=team)
+    read_by_second = budget_with_spend(tenant=tenant, team=team)
+    budget_update(budget=read_by_second, monthly_budget_usd=Decimal("30"))
+    budget_delete(budget=read_by_first)
+    deleted = BudgetAuditLog.objects.get(action=BudgetAuditLog.Action.DELETED)
+    assert deleted.before["monthly_budget_usd"] == "30.00"
+
+    with pytest.raises(NotFound) as raised:
+        budget_update(budget=read_by_second, hard_stop=True)
+    assert raised.value.status == 404 and raised.value.code == "budget_not_found"
+    with pytest.raises(NotFound):
+        budget_delete(budget=read_by_second)
+    assert BudgetAuditLog.objects.filter(action=BudgetAuditLog.Action.DELETED).count() == 1
+
+
+def test_a_post_answers_with_what_it_wrote_even_if_deleted_right_after(tenant, admin_api, monkeypatch):
+    from budgets import api
+    from budgets.services import budget_upsert
+
+    def upsert_then_someone_deletes(**kwargs):
+        written = budget_upsert(**kwargs)
+        TeamBudget.objects.all().delete()
+        return written
+
+    monkeypatch.setattr(api, "budget_upsert", upsert_then_someone_deletes)
+    response = create(admin_api, monthly_budget_usd=42)
+    assert response.status_code == 201
+    assert (response.json()["monthly_budget_usd"], response.json()["current_spend"]) == (42, 0)
+
+
+def test_the_alert_and_audit_filters_name_a_team_as_the_budget_endpoints_do(tenant, admin_api):
+    """?team= on /v1/alerts and /v1/audit-log matches ignoring case exactly as the teams' unique constraint (and so
+    /v1/teams/budgets/{team}) does: "σας" is not "ΣΑΣ", and "istanbul" finds "İstanbul" where the database folds
+    it so."""
+    from budgets.models import BudgetAlert
+    from tenants.selectors import team_by_name
+
+    for name in ("İstanbul", "ΣΑΣ", "σας"):
+        assert create(admin_api, team=name, monthly_budget_usd=1).status_code == 201
+        spend(tenant, name, "2.00")
+        BudgetAlert.objects.create(tenant=tenant, team=team_by_name(tenant=tenant, name=name),
+                                   month=timezone.now().date().replace(day=1), level="exceeded", threshold_pct=100,
+                                   spend_usd=Decimal("2"), budget_usd=Decimal("1"))
+    for asked in ("istanbul", "İSTANBUL", "σας", "ΣΑΣ", "ςας"):
+        team = team_by_name(tenant=tenant, name=asked)
+        expected = {team.name} if team else set()
+        found = admin_api.get(f"/v1/teams/budgets/{asked}")
+        assert (found.status_code == 200) == bool(team) and (not team or found.json()["team"] == team.name)
+        audit = admin_api.get("/v1/audit-log", {"team": asked}).json()["results"]
+        alerts = admin_api.get("/v1/alerts", {"team": asked}).json()["results"]
+        assert {entry["team"] for entry in audit} == expected, asked
+        assert {alert["team"] for alert in alerts} == expected, asked

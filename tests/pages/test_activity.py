@@ -259,3 +259,12 @@ def test_a_date_time_or_unknown_team_in_the_url_is_shown_in_the_form(owner_clien
     assert '<input type="date" id="f-to" name="to" value="2026-11-30">' in html
     assert '<option value="unknown" selected>unknown (no such team)</option>' in html
     assert "No events match these filters." in html
+
+
+def test_an_impossible_date_in_the_url_stays_visible_next_to_its_error(owner_client, tenant):
+    """A date input cannot hold 2026-02-30: it showed blank beside the error, and Apply then dropped the filter."""
+    response = owner_client.get("/activity/?from=2026-02-30&to=2026-11-30")
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert '<input type="text" id="f-from" name="from" value="2026-02-30">' in html
+    assert '<input type="date" id="f-to" name="to" value="2026-11-30">' in html

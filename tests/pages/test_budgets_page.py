@@ -174,3 +174,20 @@ def test_the_whole_audit_log_can_be_paged_through_on_the_budgets_page(owner_clie
     # Without JavaScript the link shows the older page in the card; a cursor that does not parse starts over.
     assert "team-04" in owner_client.get(more).content.decode()
     assert "team-54" in owner_client.get("/budgets/?audit_cursor=garbage").content.decode()
+
+
+@pytest.mark.parametrize(("method", "path"), [("get", "/budgets/{pk}/?edit=1"), ("get", "/budgets/{pk}/"),
+                                               ("post", "/budgets/{pk}/edit/"), ("post", "/budgets/{pk}/hard-stop/"),
+                                               ("post", "/budgets/{pk}/delete/")])
+def test_a_row_whose_budget_was_deleted_meanwhile_gets_the_list_as_it_is(admin_client, tenant, htmx, method, path):
+    """A 404 that brings the current list (the stale row goes) and says why in the banner; without htmx, a 404."""
+    gone, _ = budget_upsert(tenant=tenant, team_name="gone", monthly_budget_usd=Decimal("10"))
+    budget_upsert(tenant=tenant, team_name="kept", monthly_budget_usd=Decimal("10"))
+    path = path.format(pk=gone.pk)
+    TeamBudget.objects.filter(pk=gone.pk).delete()  # by someone else, after this page was rendered
+    data = {"monthly_budget_usd": "12", "alert_threshold_pct": "80"} if "edit/" in path else {}
+    response = getattr(admin_client, method)(path, data, **htmx("budgets-panel"))
+    assert response.status_code == 404
+    assert response["HX-Retarget"] == "#budgets-panel" and "deleted it meanwhile" in response["AW-Banner"]
+    assert b">kept</a>" in response.content and b">gone</a>" not in response.content
+    assert getattr(admin_client, method)(path, data).status_code == 404

@@ -41,6 +41,20 @@ def test_overview_chart_stacks_thirty_days_by_team_as_svg(owner_client, tenant):
         assert f"</span>{team}</li>" in html
 
 
+def test_the_charts_figures_are_also_a_table_for_keyboards_and_screen_readers(owner_client, tenant):
+    """The bars' figures were only in tooltips inside an <svg role="img"> (hidden from screen readers, out of
+    reach of the keyboard): the same figures are a table under the chart, one row per day with spend."""
+    record(tenant, demo_month(days=30, per_day=3))
+    html = owner_client.get("/").content.decode()
+    table = html[html.index('<details class="chart-figures">'):]
+    table = table[:table.index("</details>")]
+    rows = re.findall(r'<tr><th scope="row">([^<]+)</th><td>([^<]+)</td><td class="num">([^<]+)</td></tr>', table)
+    tooltips = re.findall(r"<title>(\w{3} \d+) · ([^:]+): (\$[\d,.]+)</title>", html)
+    assert rows and len(rows) == len({day for day, _, _ in tooltips})
+    for day, team, amount in tooltips:
+        row = next(r for r in rows if r[0] == day)
+        assert f"{team} {amount}" in row[1], (day, team, amount, row)
+
 def test_overview_forecast_extends_the_recent_pace_to_month_end(owner_client, tenant):
     record(tenant, [event(prompt_tokens=1_000_000, completion_tokens=0)])
     response = owner_client.get("/")

@@ -26,14 +26,21 @@ def test_ingest_ignores_extra_fields(tenant, other_tenant, telemetry_api):
         assert event.cost_usd != 123.45 and event.received_at.year > 2001
 
 
-def test_budget_writes_ignore_extra_fields(tenant, other_tenant, admin_api):
+def test_budget_writes_refuse_extra_fields(tenant, other_tenant, admin_api):
+    """A budget write names its fields exactly: anything else is a 400 naming it (a misspelt `hardstop` silently
+    ignored would leave the team without its hard stop)."""
     response = post(admin_api, "/v1/teams/budgets", {"team": "t1", "monthly_budget_usd": 10, **EXTRA})
-    assert response.status_code in (200, 201, 400)
+    assert response.status_code == 400 and set(response.json()["error"]["fields"]) == set(EXTRA)
+    assert not TeamBudget.objects.exists()
+    assert post(admin_api, "/v1/teams/budgets", {"team": "t1", "monthly_budget_usd": 10}).status_code == 201
     response = post(admin_api, "/v1/teams/budgets/t1", {"hard_stop": True, **EXTRA}, method="patch")
-    assert response.status_code in (200, 400)
-    for budget in TeamBudget.objects.all():
-        assert budget.tenant_id == tenant.pk and budget.pk != 424242
-        assert budget.created_at.year > 2001
+    assert response.status_code == 400 and set(response.json()["error"]["fields"]) == set(EXTRA)
+    response = post(admin_api, "/v1/teams/budgets/t1", {"hardstop": True}, method="patch")
+    assert response.json()["error"]["fields"] == {
+        "hardstop": ["Unknown field; the fields are team, monthly_budget_usd, alert_threshold_pct, hard_stop."]}
+    budget = TeamBudget.objects.get()
+    assert budget.tenant_id == tenant.pk and budget.pk != 424242 and budget.hard_stop is False
+    assert budget.created_at.year > 2001
     assert not TeamBudget.objects.filter(tenant=other_tenant).exists()
 
 

@@ -125,3 +125,25 @@ def test_a_lone_surrogate_repeated_in_an_error_message_is_shown_escaped_not_a_50
     assert error["code"] == "validation_error"
     assert error["fields"]["scope"] == ['"\\ud800" is not a valid choice.']
     assert not ApiKey.objects.filter(name="k").exists()
+
+
+def test_a_key_created_with_an_expiring_key_expires_with_it_at_the_latest(tenant, admin_api):
+    parent_expiry = (timezone.now() + datetime.timedelta(hours=1)).replace(microsecond=0)
+    short = create(admin_api, name="short", scope="admin", expires_at=parent_expiry.isoformat()).json()
+    short_api = api_client_for(short["key"])
+
+    # No expiry asked: the new key gets its creator's, so a short-lived key cannot mint a lasting admin key.
+    minted = create(short_api, name="minted", scope="admin").json()
+    assert datetime.datetime.fromisoformat(minted["expires_at"]) == parent_expiry
+    earlier = parent_expiry - datetime.timedelta(minutes=5)
+    assert datetime.datetime.fromisoformat(
+        create(short_api, name="sooner", scope="telemetry", expires_at=earlier.isoformat()).json()["expires_at"]
+    ) == earlier
+
+    later = create(short_api, name="later", scope="admin",
+                   expires_at=(parent_expiry + datetime.timedelta(days=1)).isoformat())
+    assert later.status_code == 400
+    assert later.json()["error"]["fields"] == {"expires_at": [f"Must be at most {parent_expiry:%Y-%m-%dT%H:%M:%S}Z."]}
+    assert not ApiKey.objects.filter(name="later").exists()
+    # A key without an expiry still creates keys without one.
+    assert create(admin_api, name="lasting", scope="admin").json()["expires_at"] is None

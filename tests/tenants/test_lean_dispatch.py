@@ -159,3 +159,21 @@ def test_a_database_outage_is_a_503_envelope(telemetry_api, monkeypatch):
     response = telemetry_api.post("/v1/ingest", INGEST_BODY, format="json")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "database_unavailable"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "scope"), LEAN_ENDPOINTS)
+def test_a_format_or_accept_they_do_not_answer_in_is_a_406_as_elsewhere(tenant, search_budget, method, path, body,
+                                                                         scope):
+    """They answer JSON only: ?format=csv or Accept: text/csv is the same 406 as on every other endpoint (it was a
+    200 in JSON); what clients send (nothing, */*, application/json, a browser's list) still gets JSON."""
+    _, raw = api_key_create(tenant=tenant, name="negotiating", scope=scope)
+    client = APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    separator = "&" if "?" in path else "?"
+    for refused in (call(client, method, f"{path}{separator}format=csv", body),
+                    call(APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}", HTTP_ACCEPT="text/csv"), method, path, body)):
+        assert refused.status_code == 406, refused.content
+        assert (refused.json()["error"]["code"], refused["Content-Type"]) == ("not_acceptable", "application/json")
+    for accept in ("", "*/*", "application/json", "text/html,application/xhtml+xml,*/*;q=0.8"):
+        answered = call(APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}", HTTP_ACCEPT=accept), method, path, body)
+        assert answered.status_code in (200, 202) and answered["Content-Type"] == "application/json", accept
+    assert call(client, method, f"{path}{separator}format=json", body).status_code in (200, 202)

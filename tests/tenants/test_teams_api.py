@@ -60,3 +60,34 @@ def test_teams_are_tenant_scoped_and_admin_only(tenant, other_tenant, admin_api,
     assert admin_api.get("/v1/teams").json()["results"][0]["month_spend_usd"] == 0
     assert [t["name"] for t in other_admin_api.get("/v1/teams").json()["results"]] == ["theirs"]
     assert telemetry_api.get("/v1/teams").status_code == 403
+
+
+def walk(api, url: str) -> list[list[str]]:
+    """Each page's names, following `next` to the end."""
+    pages = []
+    while url:
+        body = api.get(url).json()
+        names = [row.get("team", row.get("name")) for row in body["results"]]
+        pages.append(names)
+        url = body["next"]
+    return pages
+
+
+def test_the_team_and_budget_lists_are_paged_like_every_list(tenant, admin_api):
+    """README: lists answer {results, next} with `limit` 1–1,000 (default 100); these two were one page whatever
+    their size, and took any limit or cursor without a word."""
+    for name in ("delta", "Alpha", "charlie", "bravo", "echo"):
+        admin_api.post("/v1/teams/budgets", {"team": name, "monthly_budget_usd": 10}, format="json")
+    expected = [["Alpha", "bravo"], ["charlie", "delta"], ["echo"]]
+    if connection.vendor == "postgresql":  # ordered by the database's collation: letters before case
+        assert walk(admin_api, "/v1/teams/budgets?limit=2") == expected
+        assert walk(admin_api, "/v1/teams?limit=2") == expected
+    for url in ("/v1/teams/budgets", "/v1/teams"):
+        pages = walk(admin_api, f"{url}?limit=2")
+        assert [len(page) for page in pages] == [2, 2, 1]
+        assert sorted(sum(pages, [])) == sorted(sum(expected, []))
+        assert walk(admin_api, url) == [sum(pages, [])]  # one page at the default size, in the same order
+        for bad in ("limit=0", "limit=abc", "limit=1001", "cursor=zz"):
+            response = admin_api.get(f"{url}?{bad}")
+            assert response.status_code == 400, (url, bad)
+            assert set(response.json()["error"]["fields"]) == {bad.split("=")[0]}

@@ -240,3 +240,20 @@ def test_events_say_how_they_were_priced_so_fallback_prices_can_be_found(tenant,
     recording()
     priced = {event["event_id"]: event["priced_by"] for event in get(admin_api).json()["results"]}
     assert priced == {"known": "catalog", "typo": "fallback"}
+
+
+@pytest.mark.parametrize("url", [
+    "/v1/usage/events?session_id=a%2Bb&session_id=run-1",
+    "/v1/usage/events?limit=2000&limit=5",
+    "/v1/usage/summary?from=2026-11-01&from=2026-11-02",
+    "/v1/usage/export.csv?month=2026-10&month=2026-11",
+    "/v1/sessions?team=a&team=b",
+    "/v1/alerts?cursor=x&cursor=y",
+])
+def test_a_parameter_given_twice_is_a_400_naming_it(tenant, admin_api, url):
+    """Each parameter takes one value: the last of two was read silently (two session ids meant as OR answered for
+    one; `limit=2000&limit=5` passed where `limit=5&limit=2000` was refused)."""
+    name = url.split("?")[1].split("=")[0]
+    response = admin_api.get(url)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {name: ["Given more than once: send it once."]}

@@ -149,3 +149,11 @@ def test_csv_total_equals_summary_and_event_costs_exactly(tenant, telemetry_api,
     assert summary["totals"]["cost_usd"] == event_total == Decimal(total[-1])
     assert summary["totals"]["events"] == month_events.count()
     assert DailySpend.objects.filter(tenant=tenant, day__month=10).aggregate(s=Sum("cost_usd"))["s"] == event_total
+
+
+def test_a_format_other_than_csv_is_a_406(tenant, admin_api):
+    for wanted in ("xml", "json"):
+        response = admin_api.get("/v1/usage/export.csv", {"format": wanted})
+        assert response.status_code == 406
+        assert response.json()["error"]["code"] == "not_acceptable" and "csv" in response.json()["error"]["message"]
+    assert export(admin_api, format="csv")[1][0][0] == "day"

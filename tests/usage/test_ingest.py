@@ -1,6 +1,8 @@
+import datetime
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from tenants.models import RejectedTelemetry, Team
@@ -135,6 +137,29 @@ def test_timestamp_more_than_5_minutes_ahead_is_refused_but_4_minutes_is_fine(te
     soon = (timezone.now() + timezone.timedelta(minutes=4)).isoformat()
     assert post(telemetry_api, dict(SDK_EVENT, timestamp=soon)).status_code == 202
 
+
+@pytest.mark.parametrize("spelling", ["2026-11-20T10:00:00Z", "2026-11-20T10:00:00z", "2026-11-20t10:00:00Z",
+                                      "2026-11-20T11:00:00+01:00", "2026-11-20T10:00:00"])
+def test_rfc_3339_timestamps_in_either_case_and_no_offset_as_utc(tenant, telemetry_api, spelling):
+    with time_machine.travel(datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)):
+        assert post(telemetry_api, dict(SDK_EVENT, timestamp=spelling)).status_code == 202
+    assert UsageEvent.objects.get().timestamp == datetime.datetime(2026, 11, 20, 10, tzinfo=datetime.UTC)
+
+
+def test_a_model_name_is_trimmed_so_it_is_priced_and_counted_as_that_model(tenant, telemetry_api, recording):
+    """"gpt-4o " was stored as sent: priced at the fallback rate, listed as a second gpt-4o, and impossible to price
+    (the Pricing page trims the name it is given)."""
+    tenant.cost_mode = "catalog"
+    tenant.save()
+    post(telemetry_api, {"events": [
+        {"model": " gpt-4o ", "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "event_id": "spaced"},
+        {"model": "gpt-4o", "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "event_id": "plain"},
+    ]})
+    recording()
+    assert {(e.model, e.cost_usd, e.priced_by) for e in UsageEvent.objects.all()} == {
+        ("gpt-4o", Decimal("12.5"), "catalog")}
+    assert list(DailySpend.objects.values_list("model", "events")) == [("gpt-4o", 2)]
+    assert "model" in errors(post(telemetry_api, {"model": "   "}))
 
 def test_null_optional_fields_mean_absent_and_unknown_fields_are_ignored(tenant, telemetry_api):
     body = {"model": "gpt-4o", "team": None, "session_id": None, "iteration_index": None, "metadata": None,

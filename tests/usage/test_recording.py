@@ -426,6 +426,21 @@ def test_an_event_is_listed_under_its_teams_spelling_as_it_is_counted(tenant, ad
     assert set(DailySpend.objects.filter(tenant=tenant).values_list("team_name", flat=True)) == {"payments"}
 
 
+
+def test_teams_the_database_tells_apart_are_counted_apart_in_one_batch(tenant, admin_api):
+    """Python's lower() folds "ΣΑΣ" and "σας" (final sigma) together, the teams' unique constraint (the database's
+    lower()) does not: two teams, each counted its own spend, also when both arrive in one batch."""
+    admin_api.post("/v1/teams/budgets", {"team": "σας", "monthly_budget_usd": 100}, format="json")
+    admin_api.post("/v1/teams/budgets", {"team": "ΣΑΣ", "monthly_budget_usd": 100}, format="json")
+    assert Team.objects.filter(tenant=tenant).count() == 2
+    ingest(tenant, [dict(SDK_EVENT, team="ΣΑΣ", event_id="upper", prompt_tokens=3000, completion_tokens=0),
+                    dict(SDK_EVENT, team="σας", event_id="lower", prompt_tokens=1000, completion_tokens=0)])
+    events_record_pending()
+    spend = {row["team"]: row["current_spend"] for row in admin_api.get("/v1/teams/budgets").json()["results"]}
+    costs = {e.event_id: e.cost_usd for e in UsageEvent.objects.filter(tenant=tenant)}
+    assert spend == {"ΣΑΣ": float(costs["upper"]), "σας": float(costs["lower"])}
+    assert dict(UsageEvent.objects.values_list("event_id", "team__name")) == {"upper": "ΣΑΣ", "lower": "σας"}
+
 @requires_production
 @pytest.mark.django_db(transaction=True)
 def test_a_time_limit_striking_a_query_blocked_on_a_lock_ends_the_run_without_blaming_the_batch(tenant, caplog):

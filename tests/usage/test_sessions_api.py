@@ -148,3 +148,28 @@ def test_a_reused_session_id_shows_only_its_current_lifetime(tenant, admin_api):
     assert (body["events"], body["iterations"]) == (1, 1)
     assert [(row["iteration_index"], row["events"]) for row in body["iteration_list"]] == [(1, 1)]
     assert body["iteration_list"][0]["cost_usd"] == body["spent_usd"]
+
+
+def test_an_expired_session_is_summed_from_its_kept_events(tenant, admin_api):
+    """Idle 24 hours, a session's state is removed but its events stay: the API shows it from them, as its page
+    does, instead of a 404."""
+    from usage.services.retention import session_states_expire
+
+    two_days_ago = timezone.now() - datetime.timedelta(hours=48)
+    with time_machine.travel(two_days_ago, tick=False):
+        ingest(tenant, [dict(SDK_EVENT, session_id="done run", iteration_index=i, event_id=f"d-{n}")
+                        for n, i in enumerate((1, 2, 2))])
+        events_record_pending()
+    live = admin_api.get("/v1/sessions/done%20run").json()
+    assert session_states_expire() == 1
+
+    response = admin_api.get("/v1/sessions/done%20run")
+    assert response.status_code == 200
+    body = response.json()
+    same = ("session_id", "team", "project", "spent_usd", "events", "iterations", "prompt_tokens",
+            "completion_tokens", "first_seen", "last_seen", "iteration_list")
+    assert {field: body[field] for field in same} == {field: live[field] for field in same}
+    assert (body["events"], body["iterations"], body["team"]) == (3, 2, "payments-eng")
+    assert body["expires_at"] is None and body["last_limit_usd"] is None
+    assert admin_api.get("/v1/sessions/never-seen").status_code == 404
+    assert admin_api.get(f"/v1/sessions/{'x' * 201}").status_code == 404

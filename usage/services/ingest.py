@@ -115,6 +115,8 @@ def _parse_timestamp(check: _Checker, now: datetime.datetime) -> datetime.dateti
     if not isinstance(value, str) or len(value) > 64:
         check.fail("timestamp", "Must be an ISO 8601 date-time string.")
         return now
+    if value[-1:] == "z":
+        value = value[:-1] + "Z"  # RFC 3339 allows a lowercase z (and t, which fromisoformat takes already)
     try:
         parsed = datetime.datetime.fromisoformat(value)
     except ValueError:
@@ -142,7 +144,8 @@ def validate_event(raw, *, path: str, errors: dict, now: datetime.datetime) -> d
     before = len(errors)
     check = _Checker(raw=raw, path=f"{path}." if path else "", errors=errors)
     clean = {
-        "model": check.text("model", max_length=200, required=True),
+        # Trimmed as the Pricing page trims a price's model: "gpt-4o " is gpt-4o, priced and rolled up as such.
+        "model": check.text("model", max_length=200, required=True).strip(),
         "provider": check.text("provider", max_length=50),
         "prompt_tokens": check.count("prompt_tokens") or 0,
         "completion_tokens": check.count("completion_tokens") or 0,

@@ -240,7 +240,7 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
             continue
         event.recorded_at = now
         if event.team_name:
-            team = teams[Team.clean_name(event.team_name).lower()]
+            team = teams[Team.clean_name(event.team_name)]
             event.team = team
             if event.team_name != team.name:
                 event.team_name = team.name
@@ -251,16 +251,13 @@ def _price(tenant: Tenant, events: list[UsageEvent], *, now, result: RecordResul
 
 
 def _resolve_teams(tenant: Tenant, events: list[UsageEvent]) -> dict[str, Team]:
-    """A team named by an event but not yet known is created on first sight (case-insensitively unique)."""
-    names: dict[str, str] = {}
-    for event in events:
-        if event.team_name:
-            # Events accepted before team names were trimmed at ingest may still carry the spaces.
-            names.setdefault(Team.clean_name(event.team_name).lower(), event.team_name)
+    """The team of each spelling in the batch (keyed by the trimmed name: events accepted before team names were
+    trimmed at ingest may still carry the spaces). A team named but not yet known is created on first sight. Which
+    spellings name one team is the database's lower() to say, as for the teams' unique constraint (Python's
+    lower() differs for some letters: "ΣΑΣ" and "σας" are two teams)."""
     teams = {}
-    for lowered in sorted(names):
-        team, _ = team_get_or_create(tenant=tenant, name=names[lowered])
-        teams[lowered] = team
+    for name in sorted({Team.clean_name(event.team_name) for event in events if event.team_name}):
+        teams[name], _ = team_get_or_create(tenant=tenant, name=name)
     return teams
 
 
