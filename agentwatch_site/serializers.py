@@ -34,14 +34,19 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
+# A number as JSON or a float literal spells it ("2", "2.0", ".5", "1e-05"), ASCII digits only. Each digit can
+# belong to one run only: no backtracking between two runs of digits on a long string.
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 class StrictDecimalField(serializers.DecimalField):
     """A JSON number, or a string spelling one plainly ("500", "12.50", "1e2"): DRF's DecimalField hands any
     string to Decimal(), which also reads "1_000", " 500 " and digits of other scripts ("٥٠٠")."""
 
-    PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-
     def to_internal_value(self, data):
-        if isinstance(data, bool) or (isinstance(data, str) and not self.PLAIN_NUMBER.fullmatch(data)):
+        if isinstance(data, str) and len(data) > self.MAX_STRING_LENGTH:
+            self.fail("max_string_length")
+        if isinstance(data, bool) or (isinstance(data, str) and not PLAIN_NUMBER.fullmatch(data)):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -59,18 +64,22 @@ class StrictCharField(serializers.CharField):
 
 
 class NoUnknownFieldsMixin:
-    """Refuses a JSON object with fields the serializer does not know: DRF drops them, so a misspelt field
-    (`"hardstop": true`) was a 200 that changed nothing."""
+    """Refuses a JSON object with fields the serializer does not know, alongside any other field errors: DRF drops
+    them, so a misspelt field (`"hardstop": true`) was a 200 that changed nothing."""
 
-    def validate(self, attrs):
-        attrs = super().validate(attrs)
-        if isinstance(self.initial_data, dict):
-            unknown = sorted(set(self.initial_data) - set(self.fields))
-            if unknown:
-                known = ", ".join(self.fields)
-                raise serializers.ValidationError({name: [f"Unknown field; the fields are {known}."]
-                                                   for name in unknown})
-        return attrs
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
+        errors = {str(name)[:100]: [f"Unknown field; the fields are {', '.join(self.fields)}."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                errors = {**exc.detail, **errors}
+            if not errors or not isinstance(exc.detail, dict):
+                raise
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 def page_of(name: str, item: serializers.Serializer):

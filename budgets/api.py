@@ -13,7 +13,7 @@ from agentwatch_site.errors import NotFound, json_response, validation_error
 from agentwatch_site.money import quantize
 from agentwatch_site.pagination import paginate, paginated_response
 from agentwatch_site.redis_guard import redis_failed, redis_skipped
-from agentwatch_site.serializers import PAGE_PARAMETERS, MoneyField, page_of
+from agentwatch_site.serializers import PAGE_PARAMETERS, PLAIN_NUMBER, MoneyField, page_of
 from agentwatch_site.text import CONTROL_CHARACTERS
 from budgets.selectors import (
     alert_list,
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 SEED_EXAMPLE = {"team": "backend-engineers", "monthly_budget_usd": 500.00, "alert_threshold_pct": 80,
                 "hard_stop": True}
-
 
 
 class BudgetOutput(serializers.Serializer):
@@ -162,8 +161,6 @@ class TeamBudgetCheckApi(LeanDispatch, TenantApi):
 
 # --- The aw-sdk pre-call check ----------------------------------------------------------------------
 
-_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-
 
 def raw_query_params(query_string: str) -> tuple[dict[str, str | None], dict[str, bytes]]:
     """Split the raw query string on "&" and "=" and percent-decode each part, keeping "+" a plus: aw-sdk
@@ -223,7 +220,7 @@ def _parse_limit(text: str | None, errors: dict) -> Decimal | None:
     if text is None or text == "":
         errors["limit_usd"] = ["This query parameter is required: the session budget in USD, e.g. 2.0."]
         return None
-    if len(text) > 64 or not _FLOAT.fullmatch(text):
+    if len(text) > 64 or not PLAIN_NUMBER.fullmatch(text):
         errors["limit_usd"] = ["Must be a number (e.g. 2, 2.0 or 1e-05)."]
         return None
     try:
@@ -250,6 +247,7 @@ class SessionBudgetCheckApi(LeanDispatch, TelemetryApi):
 
     lean_methods = frozenset({"GET"})
     retry_lost_connection = True  # reads only
+    refuse_repeated = False  # the first of a repeated parameter counts (raw_query_params)
 
     class OutputSerializer(serializers.Serializer):
         class TeamOutput(serializers.Serializer):

@@ -66,13 +66,7 @@ def budget_list_with_spend(*, tenant: Tenant, moment: datetime.datetime | None =
 
 def budget_with_spend(*, tenant: Tenant, team: Team, moment: datetime.datetime | None = None) -> TeamBudget | None:
     """One team's budget with `.current_spend`, or None when it has no budget."""
-    return (
-        TeamBudget.objects.for_tenant(tenant)
-        .select_related("team")
-        .annotate(current_spend=month_spend_subquery(tenant, moment=moment))
-        .filter(team=team)
-        .first()
-    )
+    return budgets_with_spend(tenant=tenant, moment=moment).filter(team=team).first()
 
 
 def pct_used(spend: Decimal, budget: Decimal) -> Decimal:

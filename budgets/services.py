@@ -13,6 +13,7 @@ from agentwatch_site.money import quantize
 from budgets.models import BudgetAlert, BudgetAuditLog, TeamBudget
 from budgets.selectors import month_spend_subquery, pct_used
 from tenants.models import ApiKey, Tenant
+from tenants.selectors import team_by_name
 from tenants.services import team_get_or_create
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def budget_not_found(team_name: str) -> NotFound:
 def _locked(budget: TeamBudget) -> TeamBudget:
     """The budget's row, locked until the transaction ends; a concurrent request may have deleted it since it was
     read (a 404 then, not a 500)."""
-    locked = TeamBudget.objects.select_for_update().select_related("team").filter(pk=budget.pk).first()
+    locked = (TeamBudget.objects.for_tenant(budget.tenant_id).select_for_update().select_related("team")
+              .filter(pk=budget.pk).first())
     if locked is None:
         raise budget_not_found(budget.team.name)
     return locked
@@ -126,7 +128,8 @@ def budget_update(*, budget: TeamBudget, actor_user=None, actor_key: ApiKey | No
     """Change some of monthly_budget_usd, alert_threshold_pct, hard_stop. A `team` equal to the budget's own
     team (ignoring case) is accepted and ignored; a budget cannot be moved to another team."""
     team_name = changes.pop("team", None)
-    if team_name is not None and team_name.lower() != budget.team.name.lower():
+    if team_name is not None and getattr(team_by_name(tenant=budget.tenant_id, name=team_name), "pk",
+                                         None) != budget.team_id:
         raise InvalidRequest(
             "A budget cannot be moved to another team: delete it and create one for the other team.",
             code="validation_error", fields={"team": ["Does not match the team in the URL."]},
@@ -190,8 +193,10 @@ def budget_alerts_check(*, tenant: Tenant, team_ids: list[int], now=None) -> lis
         for level in _levels_reached(budget, budget.current_spend):
             if (budget.team_id, level) in existing:
                 continue
-            if level == BudgetAlert.Level.THRESHOLD and (budget.team_id, BudgetAlert.Level.EXCEEDED) in existing:
-                # Already told the month is over budget: a threshold lowered afterwards says nothing new.
+            if (level == BudgetAlert.Level.THRESHOLD and (budget.team_id, BudgetAlert.Level.EXCEEDED) in existing
+                    and budget.current_spend >= budget.monthly_budget_usd):
+                # Already told the month is over budget, and it still is: a threshold lowered afterwards says
+                # nothing new. (Raised above the spend, the budget's threshold is news again when crossed.)
                 continue
             alert = _alert_create(tenant=tenant, budget=budget, month=month, level=level, this_month=this_month)
             if alert is not None:

@@ -5,7 +5,7 @@ from rest_framework.response import Response
 
 from agentwatch_site.errors import Conflict, NotFound, validation_error
 from agentwatch_site.openapi import error_response
-from agentwatch_site.serializers import StrictCharField
+from agentwatch_site.serializers import NoUnknownFieldsMixin, StrictCharField
 from tenants.api_base import TenantApi
 from tenants.keys import DISPLAY_PREFIX_LENGTH, KEY_PREFIX
 from tenants.models import ApiKey
@@ -91,7 +91,7 @@ class ApiKeyCreatedOutput(ApiKeyOutput):
 class ApiKeyListCreateApi(TenantApi):
     """GET /v1/keys lists the tenant's keys; POST /v1/keys creates one and returns its secret once."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
         name = StrictCharField(max_length=100)
         scope = serializers.ChoiceField(choices=ApiKey.Scope.choices)
         expires_at = serializers.DateTimeField(

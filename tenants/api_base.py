@@ -7,12 +7,18 @@ from rest_framework.views import APIView
 
 from agentwatch_site.db import connection_lost
 from agentwatch_site.errors import RateLimited, api_error_response, validation_error
-from agentwatch_site.negotiation import ContentNegotiation
+from agentwatch_site.negotiation import ContentNegotiation, answers_without_negotiation
 from tenants.authentication import ApiKeyAuthentication
 from tenants.permissions import HasApiScope
 from tenants.ratelimit import ADMIN, TELEMETRY, TenantRateThrottle
 
 logger = logging.getLogger(__name__)
+
+
+def refuse_repeated_parameters(query) -> None:
+    repeated = [name for name, values in query.lists() if len(values) > 1]
+    if repeated:
+        raise validation_error({name[:100]: ["Given more than once: send it once."] for name in repeated})
 
 
 class TenantApi(APIView):
@@ -27,9 +33,7 @@ class TenantApi(APIView):
         400 naming it. Each endpoint takes one value per parameter, and reading the last one silently (`?limit=2000
         &limit=5`, two session ids meant as OR) would answer something else than was asked."""
         super().initial(request, *args, **kwargs)
-        repeated = [name for name, values in request.query_params.lists() if len(values) > 1]
-        if repeated:
-            raise validation_error({name[:100]: ["Given more than once: send it once."] for name in repeated})
+        refuse_repeated_parameters(request.query_params)
 
     def throttled(self, request, wait):
         decision = request.rate_decision
@@ -43,10 +47,6 @@ class TenantApi(APIView):
 class TelemetryApi(TenantApi):
     required_scope = "telemetry"
     rate_limit_bucket = TELEMETRY
-
-
-# What agents and scripts send (httpx and curl: */*, many nothing): no negotiation to do.
-_JSON_WILL_DO = frozenset({"", "*/*", "application/json"})
 
 
 class LeanDispatch:
@@ -66,6 +66,9 @@ class LeanDispatch:
     # first query is replaced anyway by the health check.) Ingest repeats only its INSERT, itself
     # (usage.services.ingest.event_batch_ingest).
     retry_lost_connection = False
+    # A query parameter given twice is a 400, as on every other endpoint; aw-sdk's check keeps its documented
+    # first-of-repeated reading (it builds its URL by hand).
+    refuse_repeated = True
 
     def dispatch(self, request, *args, **kwargs):
         if request.method not in self.lean_methods:
@@ -74,12 +77,13 @@ class LeanDispatch:
         handler = getattr(self, request.method.lower())
         authorized = False
         try:
-            if (request.META.get("HTTP_ACCEPT", "") not in _JSON_WILL_DO
-                    or "format=" in request.META.get("QUERY_STRING", "")):
+            if not answers_without_negotiation(request.META, "application/json"):
                 # As DRF would (these answer JSON only): `?format=csv` or `Accept: text/csv` is a 406.
                 ContentNegotiation().select_renderer(Request(request), [JSONRenderer()])
             self._authorize(request)
             authorized = True
+            if self.refuse_repeated and "&" in request.META.get("QUERY_STRING", ""):
+                refuse_repeated_parameters(request.GET)
             response = handler(request, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every error becomes the envelope, as DRF's handler does
             response = None

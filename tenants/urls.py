@@ -14,6 +14,7 @@ urlpatterns = [
     path("settings/members/invitations/", views.invitation_create_view, name="invitation-create"),
     path("settings/members/invitations/<int:invitation_id>/revoke/", views.invitation_revoke_view,
          name="invitation-revoke"),
+    path("invitations/accept/", views.invitation_accept_page, name="invitation-accept"),  # before <token>
     path("invitations/<str:token>/", views.invitation_page, name="invitation"),
 ]
 

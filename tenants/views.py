@@ -357,26 +357,53 @@ def _invitation_not_found(request):
     return render(request, "tenants/invitation_invalid.html", status=404)
 
 
+# The link's token, kept in the session once the link is opened: the page it leads to has an address without it, so
+# the token is not repeated in the address bar, history, Referer headers, the sign-in link's ?next= or the access
+# log of every later request (as Django's password-reset link does).
+INVITATION_SESSION_KEY = "_invitation_token"
+
+
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def invitation_page(request, token: str):
-    """Signed in: the organisation and role, and Accept. Signed out: sign in and come back, or create an account,
-    which accepts too. Accepting switches the session to the organisation joined."""
+    """The link itself: remembers the token in the session and leads to /invitations/accept/. (A form posted to
+    the link, from a page opened before the token left the address, is answered here as there.)"""
     invitation = invitation_by_token(raw_token=token)
     if invitation is None:
         return _invitation_not_found(request)
+    request.session[INVITATION_SESSION_KEY] = token
+    if request.method == "POST":
+        return _invitation_answer(request, invitation, token=token)
+    return redirect("invitation-accept")
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def invitation_accept_page(request):
+    """Signed in: the organisation and role, and Accept. Signed out: sign in and come back (the session keeps the
+    token across signing in), or create an account, which accepts too. Accepting switches the session to the
+    organisation joined."""
+    token = request.session.get(INVITATION_SESSION_KEY)
+    invitation = invitation_by_token(raw_token=token) if isinstance(token, str) else None
+    if invitation is None:
+        return _invitation_not_found(request)
+    return _invitation_answer(request, invitation, token=token)
+
+
+def _invitation_answer(request, invitation: Invitation, *, token: str):
     if request.user.is_authenticated:
-        return _invitation_accept(request, invitation)
-    return _invitation_sign_up(request, invitation)
+        return _invitation_accept(request, invitation, token=token)
+    return _invitation_sign_up(request, invitation, token=token)
 
 
-def _invitation_accept(request, invitation: Invitation):
+def _invitation_accept(request, invitation: Invitation, *, token: str):
     if request.method != "POST":
-        return render(request, "tenants/invitation.html", {"invitation": invitation})
+        return render(request, "tenants/invitation.html", {"invitation": invitation, "token": token})
     try:
         membership, joined = invitation_accept(invitation=invitation, user=request.user)
     except NotFound:
         return _invitation_not_found(request)
+    request.session.pop(INVITATION_SESSION_KEY, None)
     request.session[SESSION_TENANT_KEY] = membership.tenant_id
     tenant_name, role = invitation.tenant.name, membership.get_role_display().lower()
     if joined:
@@ -386,7 +413,7 @@ def _invitation_accept(request, invitation: Invitation):
     return redirect("overview")
 
 
-def _invitation_sign_up(request, invitation: Invitation):
+def _invitation_sign_up(request, invitation: Invitation, *, token: str):
     form = InvitationSignupForm(request.POST if request.method == "POST" else None,
                                 initial={"email": invitation.email}, request=request)
     if form.is_bound and form.is_valid():
@@ -400,11 +427,13 @@ def _invitation_sign_up(request, invitation: Invitation):
             form.add_error("username", "A user with that username already exists.")
         else:
             login(request, user)
+            request.session.pop(INVITATION_SESSION_KEY, None)
             request.session[SESSION_TENANT_KEY] = membership.tenant_id
             messages.success(request, f"Welcome, {user.get_username()}: you joined {invitation.tenant.name} as "
                                       f"{membership.get_role_display().lower()}.")
             return redirect("overview")
-    context = {"invitation": invitation, "form": form, "login_url": redirect_to_login(request.path)["Location"]}
+    context = {"invitation": invitation, "form": form, "token": token,
+               "login_url": redirect_to_login(reverse("invitation-accept"))["Location"]}
     return render(request, "tenants/invitation.html", context, status=400 if form.errors else 200)
 
 

@@ -3,7 +3,13 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agentwatch_site.pagination import paginated_response
-from agentwatch_site.serializers import PAGE_PARAMETERS, StrictBooleanField, StrictCharField, page_of
+from agentwatch_site.serializers import (
+    PAGE_PARAMETERS,
+    NoUnknownFieldsMixin,
+    StrictBooleanField,
+    StrictCharField,
+    page_of,
+)
 from tenants.api_base import TenantApi
 from tenants.models import WebhookDelivery, WebhookEndpoint
 from tenants.selectors import get_for_tenant_or_404
@@ -47,7 +53,7 @@ class DeliveryOutput(serializers.Serializer):
 
 
 class WebhookListCreateApi(TenantApi):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
         url = serializers.URLField(max_length=500)
         description = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
         event_types = serializers.ListField(child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1,
@@ -70,7 +76,7 @@ class WebhookListCreateApi(TenantApi):
 
 
 class WebhookDetailApi(TenantApi):
-    class UpdateSerializer(serializers.Serializer):
+    class UpdateSerializer(NoUnknownFieldsMixin, serializers.Serializer):
         url = serializers.URLField(max_length=500, required=False)
         description = StrictCharField(max_length=200, required=False, allow_blank=True)
         event_types = serializers.ListField(child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1,

@@ -15,12 +15,12 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotAcceptable
 from rest_framework.response import Response
 
 from agentwatch_site.dates import month_start, tenant_day, tenant_month_days
 from agentwatch_site.errors import ApiError, json_response, validation_error
 from agentwatch_site.metrics import EVENTS_ACCEPTED
+from agentwatch_site.negotiation import not_offered
 from agentwatch_site.openapi import error_response
 from agentwatch_site.pagination import paginate, paginated_response
 from agentwatch_site.serializers import PAGE_PARAMETERS, MoneyField
@@ -136,7 +136,6 @@ class OptionalText(serializers.CharField):
 
     def to_representation(self, value):
         return value or None
-
 
 
 EVENT_FILTER_PARAMETERS = [
@@ -372,7 +371,7 @@ class UsageExportCsvApi(TenantApi):
     def get(self, request):
         wanted = request.query_params.get("format")
         if wanted not in (None, "", "csv"):
-            raise NotAcceptable(f"No {wanted[:20]!r} format here; this endpoint answers in: csv.")
+            raise not_offered(wanted, {"csv"})
         month_text = (request.query_params.get("month") or "").strip()
         if month_text:
             match = _MONTH.match(month_text)

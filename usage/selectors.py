@@ -111,17 +111,16 @@ def session_get(*, tenant: Tenant, session_id: str) -> SessionState:
 
 
 def _expired_session(*, tenant: Tenant, session_id: str) -> SessionState | None:
-    events = UsageEvent.objects.for_tenant(tenant).filter(session_id=session_id)
+    """From its recorded events only: a session whose first events are still waiting for a worker has no state yet
+    and is not an expired one (a 404, as before the recorder creates its state)."""
+    events = UsageEvent.objects.for_tenant(tenant).filter(session_id=session_id, recorded_at__isnull=False)
     latest = events.select_related("team").order_by("-timestamp", "-id").first()
     if latest is None:
         return None
-    recorded = Q(recorded_at__isnull=False)
     totals = events.aggregate(
-        spent_usd=Coalesce(Sum("cost_usd", filter=recorded), Value(Decimal("0"))),
-        events=Count("id", filter=recorded),
-        iterations=Count("iteration_index", filter=recorded, distinct=True),
-        prompt_tokens=Coalesce(Sum("prompt_tokens", filter=recorded), 0),
-        completion_tokens=Coalesce(Sum("completion_tokens", filter=recorded), 0),
+        spent_usd=Coalesce(Sum("cost_usd"), Value(Decimal("0"))), events=Count("id"),
+        iterations=Count("iteration_index", distinct=True),
+        prompt_tokens=Coalesce(Sum("prompt_tokens"), 0), completion_tokens=Coalesce(Sum("completion_tokens"), 0),
         first_seen=Min("received_at"), last_seen=Max("received_at"),  # as the recorder dates a session
     )
     return SessionState(tenant=tenant, session_id=session_id, team=latest.team, project=latest.project,

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agentwatch_site.errors import ApiError
 from agentwatch_site.pagination import decode_cursor, encode_cursor, keyset_page_or_first
 from budgets.selectors import pct_used
-from tenants.selectors import get_for_tenant_or_404, team_list
+from tenants.selectors import get_for_tenant_or_404, team_by_name, team_list
 from tenants.services import tenant_settings_update
 from tenants.views import member_required, render_page
 from usage.charts import render_svg, session_token_chart
@@ -91,8 +91,8 @@ _PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 def _team_choices(tenant, team: str) -> dict:
     """The team select's options, and whether the URL's team is one of them (else it is shown as unknown,
     not as "All teams" while the list is filtered by it)."""
-    teams = team_list(tenant=tenant)
-    return {"teams": teams, "team_known": any(t.name.lower() == team.lower() for t in teams)}
+    return {"teams": team_list(tenant=tenant),
+            "team_known": bool(team) and team_by_name(tenant=tenant, name=team) is not None}
 
 
 # --- Activity --------------------------------------------------------------------------------------------
@@ -354,8 +354,6 @@ def anomaly_ack(request, anomaly_id: int):
         anomaly = Anomaly.objects.select_related("team").get(pk=anomaly.pk)
         return render(request, "usage/_anomaly_acknowledged.html", {"a": anomaly, "active_nav": "anomalies"})
     return redirect("anomalies")
-
-
 
 
 # --- Settings → Pricing ----------------------------------------------------------------------------------

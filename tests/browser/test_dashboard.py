@@ -146,6 +146,7 @@ def test_the_connection_banner_clears_once_the_server_answers_again(page, owner,
     expect(page.locator("#page-banner")).to_contain_text("Could not reach AgentWatch")
     expect(page.locator("#page-banner")).to_have_text("", timeout=15_000)  # a live poll every 5 s
 
+
 def test_generated_key_is_shown_once_and_revoking_it_refuses_the_api(page, owner, tenant):
     sign_in(page, "olivia")
     page.goto("/settings/api-keys/")

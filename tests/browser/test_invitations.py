@@ -34,6 +34,8 @@ def test_an_owner_invites_a_new_person_who_creates_an_account_and_joins(page, ch
     try:
         nina.goto(link)
         expect(nina.get_by_role("heading", name="Join Alice Org")).to_be_visible()
+        # The token leaves the address bar (and with it history and Referer headers) once the link is opened.
+        assert nina.url == f"{live_server.url}/invitations/accept/"
         expect(nina.get_by_label("E-mail")).to_have_value("nina@example.com")
         nina.get_by_label("Username").fill("nina")
         nina.get_by_label("Password", exact=True).fill(NEW_PASSWORD)

@@ -167,6 +167,15 @@ def test_a_threshold_lowered_after_the_month_went_over_budget_sends_no_late_thre
                   alert_threshold_pct=80)
     assert budget_alerts_check(tenant=tenant, team_ids=[budget.team_id]) == []
     assert list(BudgetAlert.objects.values_list("level", flat=True)) == ["exceeded"]
+    # Raised above the spend ($0.015), the budget's threshold is news again once crossed ($0.018 ≥ 80 % of $0.02).
+    budget_upsert(tenant=tenant, team_name="backend-engineers", monthly_budget_usd=Decimal("0.02"),
+                  alert_threshold_pct=80)
+    assert budget_alerts_check(tenant=tenant, team_ids=[budget.team_id]) == []
+    event_batch_ingest(tenant=tenant, events=parse_ingest_body(sdk_event(1000, iteration=2), now=timezone.now()),
+                       received_at=timezone.now())
+    events_record_pending()
+    assert [a.level for a in budget_alerts_check(tenant=tenant, team_ids=[budget.team_id])] == ["threshold"]
+
 
 def record_at(tenant, moment: datetime.datetime, tokens: int, iteration: int) -> None:
     with time_machine.travel(moment, tick=False):

@@ -418,6 +418,9 @@ def test_the_alert_and_audit_filters_name_a_team_as_the_budget_endpoints_do(tena
         BudgetAlert.objects.create(tenant=tenant, team=team_by_name(tenant=tenant, name=name),
                                    month=timezone.now().date().replace(day=1), level="exceeded", threshold_pct=100,
                                    spend_usd=Decimal("2"), budget_usd=Decimal("1"))
+    # The database's lower() folds "ΣΑΣ" to "σασ", not to "σας" (final sigma) as Python's lower() does.
+    assert {e["team"] for e in admin_api.get("/v1/audit-log", {"team": "σας"}).json()["results"]} == {"σας"}
+    assert {a["team"] for a in admin_api.get("/v1/alerts", {"team": "ΣΑΣ"}).json()["results"]} == {"ΣΑΣ"}
     for asked in ("istanbul", "İSTANBUL", "σας", "ΣΑΣ", "ςας"):
         team = team_by_name(tenant=tenant, name=asked)
         expected = {team.name} if team else set()
@@ -427,3 +430,28 @@ def test_the_alert_and_audit_filters_name_a_team_as_the_budget_endpoints_do(tena
         alerts = admin_api.get("/v1/alerts", {"team": asked}).json()["results"]
         assert {entry["team"] for entry in audit} == expected, asked
         assert {alert["team"] for alert in alerts} == expected, asked
+
+
+def test_a_long_amount_string_is_refused_at_once(tenant, admin_api):
+    """A pattern that backtracked between two runs of digits took seconds on a few thousand digits (and a body may
+    hold a megabyte): the length is checked first and the pattern is linear."""
+    import time
+
+    started = time.perf_counter()
+    errors = field_errors(create(admin_api, monthly_budget_usd="1" * 200_000 + "x"))
+    assert time.perf_counter() - started < 2
+    assert errors == {"monthly_budget_usd": ["String value too large."]}
+
+
+def test_an_unknown_field_is_reported_with_the_other_field_errors(tenant, admin_api):
+    assert field_errors(create(admin_api, monthly_budget_usd=-1, hardstop=True)) == {
+        "monthly_budget_usd": ["Must be greater than 0."],
+        "hardstop": ["Unknown field; the fields are team, monthly_budget_usd, alert_threshold_pct, hard_stop."]}
+
+
+def test_a_patch_naming_its_own_team_as_the_database_folds_it_is_accepted(tenant, admin_api):
+    assert create(admin_api, team="Payments").status_code == 201
+    response = admin_api.patch("/v1/teams/budgets/payments", {"team": "PAYMENTS", "hard_stop": True}, format="json")
+    assert response.status_code == 200 and response.json()["hard_stop"] is True
+    moved = admin_api.patch("/v1/teams/budgets/payments", {"team": "search"}, format="json")
+    assert field_errors(moved) == {"team": ["Does not match the team in the URL."]}

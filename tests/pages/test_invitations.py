@@ -135,7 +135,7 @@ def test_an_owner_removed_or_demoted_loses_the_links_they_made(owner, tenant, ch
     response = signed_in(owner).post(url, {} if change == "removed" else {"role": "viewer"})
     assert response.status_code in (200, 302), response.content[:300]
     assert Client().get(f"/invitations/{token}/").status_code == 404
-    assert Client().get(f"/invitations/{olivias_token}/").status_code == 200  # another owner's link: kept
+    assert Client().get(f"/invitations/{olivias_token}/", follow=True).status_code == 200  # another owner's: kept
 
 
 def test_invitation_steps_are_logged_without_the_token(owner_client, tenant, htmx, caplog):
@@ -158,14 +158,14 @@ def test_a_signed_in_user_of_another_organisation_accepts_and_is_switched_to_it(
     invitation, token = invite(tenant, role=Membership.Role.ADMIN)
     nina = member(other_tenant, Membership.Role.OWNER, "nina")
     client = signed_in(nina)
-    page = client.get(f"/invitations/{token}/")
-    assert page.status_code == 200
+    page = client.get(f"/invitations/{token}/", follow=True)
+    assert page.status_code == 200 and page.redirect_chain == [("/invitations/accept/", 302)]
     html = page.content.decode()
     assert "Join Alice Org" in html and "<strong>admin</strong>" in html and ">Accept</button>" in html
     assert "Signed in as <strong>nina</strong>" in html
     assert "no-cache" in page["Cache-Control"]
 
-    response = client.post(f"/invitations/{token}/")
+    response = client.post("/invitations/accept/")
     assert response.status_code == 302 and response["Location"] == "/"
     assert Membership.objects.get(tenant=tenant, user=nina).role == "admin"
     assert Membership.objects.get(tenant=other_tenant, user=nina).role == "owner"
@@ -202,7 +202,7 @@ def test_an_existing_member_is_told_so_keeps_their_role_and_the_link_stays_open(
     # The owner opening their own link does not use it up either.
     owner_client.post(f"/invitations/{token}/")
     assert Membership.objects.get(tenant=tenant, user=owner).role == "owner"
-    assert Client().get(f"/invitations/{token}/").status_code == 200
+    assert Client().get(f"/invitations/{token}/", follow=True).status_code == 200
 
 
 def test_accepting_needs_the_csrf_token(owner, tenant):
@@ -222,27 +222,53 @@ def test_accepting_needs_the_csrf_token(owner, tenant):
 # --- Not signed in: sign in and come back, or create an account ------------------------------------------
 
 def test_signing_in_from_the_link_comes_back_to_it(owner, tenant):
+    """The link leads to /invitations/accept/, which keeps the token in the session (across signing in): the token
+    is not repeated in the address bar, the sign-in link's ?next=, Referer headers or later requests' logs."""
     _, token = invite(tenant, role=Membership.Role.ADMIN)
     UserFactory(username="nina")
     client = Client()
-    html = client.get(f"/invitations/{token}/").content.decode()
-    assert "Join Alice Org" in html and "Create an account" in html
-    login_url = f"/login/?next=/invitations/{token}/"
+    opened = client.get(f"/invitations/{token}/")
+    assert opened.status_code == 302 and opened["Location"] == "/invitations/accept/"
+    html = client.get("/invitations/accept/").content.decode()
+    assert "Join Alice Org" in html and "Create an account" in html and token not in html
+    login_url = "/login/?next=/invitations/accept/"
     assert f'href="{login_url}"' in html
-    response = client.post(login_url, {"username": "nina", "password": PASSWORD, "next": f"/invitations/{token}/"})
-    assert response.status_code == 302 and response["Location"] == f"/invitations/{token}/"
-    assert ">Accept</button>" in client.get(f"/invitations/{token}/").content.decode()
-    assert client.post(f"/invitations/{token}/").status_code == 302
+    response = client.post(login_url, {"username": "nina", "password": PASSWORD, "next": "/invitations/accept/"})
+    assert response.status_code == 302 and response["Location"] == "/invitations/accept/"
+    assert ">Accept</button>" in client.get("/invitations/accept/").content.decode()
+    assert client.post("/invitations/accept/").status_code == 302
     assert Membership.objects.get(tenant=tenant, user__username="nina").role == "admin"
+    # Used: neither the session nor the link opens it again.
+    assert client.get("/invitations/accept/").status_code == 404
+    assert client.get(f"/invitations/{token}/").status_code == 404
+
+
+def test_the_accept_page_without_a_link_opened_first_is_not_found(owner, tenant):
+    invite(tenant)
+    assert Client().get("/invitations/accept/").status_code == 404
+    assert signed_in(UserFactory(username="nina")).post("/invitations/accept/").status_code == 404
+    assert not Membership.objects.filter(user__username="nina").exists()
+
+
+def test_signing_out_from_the_invitation_comes_back_through_the_link(owner, tenant):
+    """Signing out empties the session, and the token with it: "Not you? Sign out" returns through the link."""
+    _, token = invite(tenant)
+    client = signed_in(UserFactory(username="nina"))
+    client.get(f"/invitations/{token}/")
+    html = client.get("/invitations/accept/").content.decode()
+    assert f'name="next" value="/invitations/{token}/"' in html
+    response = client.post("/logout/", {"next": f"/invitations/{token}/"}, follow=True)
+    assert "Create an account" in response.content.decode()
 
 
 def test_a_new_person_creates_an_account_from_the_link_and_is_signed_in_as_a_member(owner, tenant):
     _, token = invite(tenant, role=Membership.Role.ADMIN, email="nina@example.com")
     client = Client()
-    form = client.get(f"/invitations/{token}/").content.decode()
+    form = client.get(f"/invitations/{token}/", follow=True).content.decode()
     assert 'value="nina@example.com"' in form  # the owner's note, as a starting value
-    response = client.post(f"/invitations/{token}/", {"username": "nina", "email": "nina@example.com",
-                                                      "password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert 'action="/invitations/accept/"' in form
+    response = client.post("/invitations/accept/", {"username": "nina", "email": "nina@example.com",
+                                                    "password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
     assert response.status_code == 302 and response["Location"] == "/"
     nina = get_user_model().objects.get(username="nina")
     assert nina.email == "nina@example.com" and nina.check_password(NEW_PASSWORD)

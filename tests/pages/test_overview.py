@@ -55,6 +55,7 @@ def test_the_charts_figures_are_also_a_table_for_keyboards_and_screen_readers(ow
         row = next(r for r in rows if r[0] == day)
         assert f"{team} {amount}" in row[1], (day, team, amount, row)
 
+
 def test_overview_forecast_extends_the_recent_pace_to_month_end(owner_client, tenant):
     record(tenant, [event(prompt_tokens=1_000_000, completion_tokens=0)])
     response = owner_client.get("/")

@@ -140,6 +140,10 @@ def matrix(w):
         "settings/members/invitations/<int:invitation_id>/revoke/": [
             ("page", "post", f"/settings/members/invitations/{w['bob_invitation'].pk}/revoke/", 404)],
         # Only the link's token opens an invitation: a guessed one is the same 404, signed in or not.
+        # Without a link opened in this session first, the accept page has no invitation to show or accept.
+        "invitations/accept/": [("page", "get", "/invitations/accept/", 404),
+                                ("page", "post", "/invitations/accept/", 404),
+                                ("anon", "get", "/invitations/accept/", 404)],
         "invitations/<str:token>/": [("page", "get", "/invitations/not-a-token/", 404),
                                      ("page", "post", "/invitations/not-a-token/", 404),
                                      ("anon", "get", f"/invitations/{w['bob_invitation'].token_hash}/", 404)],

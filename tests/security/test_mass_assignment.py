@@ -1,5 +1,6 @@
-"""Mass assignment: extra fields such as tenant, id, spent, key_hash, is_staff or created_at in any write are
-ignored (or refused with 400) and never change what is stored."""
+"""Mass assignment: extra fields such as tenant, id, spent, key_hash, is_staff or created_at in any write never
+change what is stored: the admin API's writes refuse them with a 400 naming them; ingest ignores them (aw-sdk
+may send fields a later server knows)."""
 
 import json
 
@@ -45,21 +46,25 @@ def test_budget_writes_refuse_extra_fields(tenant, other_tenant, admin_api):
 
 
 @pytest.mark.parametrize("scope", ["telemetry", "admin"])
-def test_key_creation_ignores_extra_fields(tenant, other_tenant, admin_api, scope):
+def test_key_creation_refuses_extra_fields(tenant, other_tenant, admin_api, scope):
     response = post(admin_api, "/v1/keys", {"name": "k", "scope": scope, **EXTRA})
-    assert response.status_code in (201, 400)
+    assert response.status_code == 400 and set(response.json()["error"]["fields"]) == set(EXTRA)
     for key in ApiKey.objects.filter(name="k"):
         assert key.tenant_id == tenant.pk and key.key_hash != "0" * 64 and key.pk != 424242
         assert key.scope == scope and key.created_at.year > 2001
 
 
-def test_webhook_creation_ignores_extra_fields(settings, tenant, other_tenant, admin_api):
+def test_webhook_creation_refuses_extra_fields(settings, tenant, other_tenant, admin_api):
     settings.WEBHOOK_ALLOW_PRIVATE = True
     response = post(admin_api, "/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "event_types": ["budget.exceeded"],
                                                 **EXTRA})
-    assert response.status_code in (201, 400)
-    for endpoint in WebhookEndpoint.objects.all():
-        assert endpoint.tenant_id == tenant.pk and endpoint.pk != 424242
+    assert response.status_code == 400 and set(response.json()["error"]["fields"]) == set(EXTRA)
+    assert not WebhookEndpoint.objects.exists()
+    created = post(admin_api, "/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "event_types": ["budget.exceeded"]})
+    # A misspelt field in a change is refused, not a 200 that left the endpoint enabled.
+    response = post(admin_api, f"/v1/webhooks/{created.json()['id']}", {"enabeld": False}, method="patch")
+    assert response.status_code == 400 and set(response.json()["error"]["fields"]) == {"enabeld"}
+    assert WebhookEndpoint.objects.get().enabled is True
 
 
 def test_no_write_touched_the_other_tenant(tenant, other_tenant, admin_api):

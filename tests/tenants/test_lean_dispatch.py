@@ -177,3 +177,14 @@ def test_a_format_or_accept_they_do_not_answer_in_is_a_406_as_elsewhere(tenant, 
         answered = call(APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}", HTTP_ACCEPT=accept), method, path, body)
         assert answered.status_code in (200, 202) and answered["Content-Type"] == "application/json", accept
     assert call(client, method, f"{path}{separator}format=json", body).status_code in (200, 202)
+
+
+def test_a_parameter_given_twice_is_a_400_on_the_team_check_and_the_first_counts_on_aw_sdks(admin_api,
+                                                                                           telemetry_api,
+                                                                                           search_budget):
+    response = admin_api.get("/v1/teams/budget-check?team=search&team=other")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"team": ["Given more than once: send it once."]}
+    # aw-sdk builds its URL by hand: the first of a repeated parameter counts, as documented.
+    checked = telemetry_api.get("/v1/budget-check?session_id=a&limit_usd=0&session_id=b")
+    assert checked.status_code == 200 and checked.json()["session_id"] == "a"

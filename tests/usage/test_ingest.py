@@ -161,6 +161,7 @@ def test_a_model_name_is_trimmed_so_it_is_priced_and_counted_as_that_model(tenan
     assert list(DailySpend.objects.values_list("model", "events")) == [("gpt-4o", 2)]
     assert "model" in errors(post(telemetry_api, {"model": "   "}))
 
+
 def test_null_optional_fields_mean_absent_and_unknown_fields_are_ignored(tenant, telemetry_api):
     body = {"model": "gpt-4o", "team": None, "session_id": None, "iteration_index": None, "metadata": None,
             "surprise": {"nested": True}}

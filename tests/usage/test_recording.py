@@ -217,7 +217,6 @@ def test_recent_prompts_keeps_the_5_highest_iteration_indexes(tenant):
     assert state.iterations == 9
 
 
-
 def _daily_month_totals(tenant) -> dict:
     totals: dict = {}
     for row in DailySpend.objects.filter(tenant=tenant):
@@ -426,7 +425,6 @@ def test_an_event_is_listed_under_its_teams_spelling_as_it_is_counted(tenant, ad
     assert set(DailySpend.objects.filter(tenant=tenant).values_list("team_name", flat=True)) == {"payments"}
 
 
-
 def test_teams_the_database_tells_apart_are_counted_apart_in_one_batch(tenant, admin_api):
     """Python's lower() folds "ΣΑΣ" and "σας" (final sigma) together, the teams' unique constraint (the database's
     lower()) does not: two teams, each counted its own spend, also when both arrive in one batch."""
@@ -440,6 +438,7 @@ def test_teams_the_database_tells_apart_are_counted_apart_in_one_batch(tenant, a
     costs = {e.event_id: e.cost_usd for e in UsageEvent.objects.filter(tenant=tenant)}
     assert spend == {"ΣΑΣ": float(costs["upper"]), "σας": float(costs["lower"])}
     assert dict(UsageEvent.objects.values_list("event_id", "team__name")) == {"upper": "ΣΑΣ", "lower": "σας"}
+
 
 @requires_production
 @pytest.mark.django_db(transaction=True)

@@ -173,3 +173,10 @@ def test_an_expired_session_is_summed_from_its_kept_events(tenant, admin_api):
     assert body["expires_at"] is None and body["last_limit_usd"] is None
     assert admin_api.get("/v1/sessions/never-seen").status_code == 404
     assert admin_api.get(f"/v1/sessions/{'x' * 201}").status_code == 404
+
+
+def test_a_session_whose_first_events_are_not_recorded_yet_is_not_found_not_expired(tenant, admin_api):
+    ingest(tenant, [dict(SDK_EVENT, session_id="fresh", event_id="f-1")])
+    assert admin_api.get("/v1/sessions/fresh").status_code == 404
+    events_record_pending()
+    assert admin_api.get("/v1/sessions/fresh").json()["expires_at"] is not None

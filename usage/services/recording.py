@@ -359,7 +359,6 @@ def _update_sessions(tenant: Tenant, events: list[UsageEvent], *, now, result: R
     started = {sid: min(e.received_at for e in batch) for sid, batch in by_session.items()}
     active = {sid: max(e.received_at for e in batch) for sid, batch in by_session.items()}
 
-
     def insert_new(sids: list[str]) -> None:
         SessionState.objects.bulk_create(
             [SessionState(tenant=tenant, session_id=sid, first_seen=started[sid], last_seen=active[sid],
