@@ -104,8 +104,12 @@ def invitation_by_token(*, raw_token: str) -> Invitation | None:
     are all None, so a caller cannot tell them apart (one indexed lookup by the hash, as for API keys)."""
     if not raw_token or len(raw_token) > INVITATION_TOKEN_MAX_LENGTH:
         return None
-    return (_invitations_usable(timezone.now()).filter(token_hash=hash_key(raw_token)).select_related("tenant")
-            .first())
+    return invitation_by_token_hash(token_hash=hash_key(raw_token))
+
+
+def invitation_by_token_hash(*, token_hash: str) -> Invitation | None:
+    """The same, from the token's hash (what a session keeps of an opened link)."""
+    return _invitations_usable(timezone.now()).filter(token_hash=token_hash).select_related("tenant").first()
 
 
 def rejected_telemetry_recent(*, tenant: Tenant, days: int = 2) -> dict[str, int]:

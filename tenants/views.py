@@ -2,6 +2,7 @@
 helpers every app's views share: who may see a page, who may write, full page or htmx fragment."""
 
 import functools
+import time
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -37,6 +38,7 @@ from tenants.selectors import (
     api_key_list,
     get_for_tenant_or_404,
     invitation_by_token,
+    invitation_by_token_hash,
     invitation_pending_list,
     membership_list,
 )
@@ -208,6 +210,14 @@ class LogoutView(auth_views.LogoutView):
     def get(self, request, *args, **kwargs):
         return render(request, "registration/logout_confirm.html")
 
+    def post(self, request, *args, **kwargs):
+        # "Not you? Sign out" on an invitation: the link opened stays open for whoever signs in next.
+        opened = request.session.get(INVITATION_SESSION_KEY)
+        response = super().post(request, *args, **kwargs)
+        if opened is not None:
+            request.session[INVITATION_SESSION_KEY] = opened
+        return response
+
 
 @require_POST
 def tenant_switch(request):
@@ -357,23 +367,26 @@ def _invitation_not_found(request):
     return render(request, "tenants/invitation_invalid.html", status=404)
 
 
-# The link's token, kept in the session once the link is opened: the page it leads to has an address without it, so
-# the token is not repeated in the address bar, history, Referer headers, the sign-in link's ?next= or the access
-# log of every later request (as Django's password-reset link does).
-INVITATION_SESSION_KEY = "_invitation_token"
+# An opened link is kept in the session (the hash of its token, as the invitations table keeps it, and when it was
+# opened): the page it leads to has an address without the token, so the token is not repeated in the address bar,
+# history, Referer headers, the sign-in link's ?next= or the access log of later requests (as Django's
+# password-reset link does). The forms name the invitation they show, so a second link opened in another tab
+# cannot change what an Accept already on screen joins.
+INVITATION_SESSION_KEY = "_invitation"
+INVITATION_SESSION_SECONDS = 3600
 
 
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def invitation_page(request, token: str):
-    """The link itself: remembers the token in the session and leads to /invitations/accept/. (A form posted to
-    the link, from a page opened before the token left the address, is answered here as there.)"""
+    """The link itself: remembers it in the session and leads to /invitations/accept/. (A form posted to the link,
+    from a page opened before the token left the address, is answered here as there.)"""
     invitation = invitation_by_token(raw_token=token)
     if invitation is None:
         return _invitation_not_found(request)
-    request.session[INVITATION_SESSION_KEY] = token
+    request.session[INVITATION_SESSION_KEY] = {"hash": invitation.token_hash, "opened": time.time()}
     if request.method == "POST":
-        return _invitation_answer(request, invitation, token=token)
+        return _invitation_answer(request, invitation)
     return redirect("invitation-accept")
 
 
@@ -381,24 +394,33 @@ def invitation_page(request, token: str):
 @require_http_methods(["GET", "HEAD", "POST"])
 def invitation_accept_page(request):
     """Signed in: the organisation and role, and Accept. Signed out: sign in and come back (the session keeps the
-    token across signing in), or create an account, which accepts too. Accepting switches the session to the
+    link across signing in), or create an account, which accepts too. Accepting switches the session to the
     organisation joined."""
-    token = request.session.get(INVITATION_SESSION_KEY)
-    invitation = invitation_by_token(raw_token=token) if isinstance(token, str) else None
+    held = request.session.get(INVITATION_SESSION_KEY)
+    if not isinstance(held, dict) or not time.time() - held.get("opened", 0) <= INVITATION_SESSION_SECONDS:
+        # Nothing opened in this browser lately (another browser, cookies blocked, an hour gone, signed in as
+        # someone else): the link itself may well still work.
+        return render(request, "tenants/invitation_open_link.html", status=404)
+    invitation = invitation_by_token_hash(token_hash=str(held.get("hash", "")))
     if invitation is None:
         return _invitation_not_found(request)
-    return _invitation_answer(request, invitation, token=token)
+    if request.method == "POST" and request.POST.get("invitation") != str(invitation.pk):
+        # The form on screen was for another link, opened earlier in this browser: show the one it holds now.
+        messages.warning(request, "Another invitation link was opened in this browser since: this is the one it "
+                                  "holds now. Check it before accepting.")
+        return redirect("invitation-accept")
+    return _invitation_answer(request, invitation)
 
 
-def _invitation_answer(request, invitation: Invitation, *, token: str):
+def _invitation_answer(request, invitation: Invitation):
     if request.user.is_authenticated:
-        return _invitation_accept(request, invitation, token=token)
-    return _invitation_sign_up(request, invitation, token=token)
+        return _invitation_accept(request, invitation)
+    return _invitation_sign_up(request, invitation)
 
 
-def _invitation_accept(request, invitation: Invitation, *, token: str):
+def _invitation_accept(request, invitation: Invitation):
     if request.method != "POST":
-        return render(request, "tenants/invitation.html", {"invitation": invitation, "token": token})
+        return render(request, "tenants/invitation.html", {"invitation": invitation})
     try:
         membership, joined = invitation_accept(invitation=invitation, user=request.user)
     except NotFound:
@@ -413,7 +435,7 @@ def _invitation_accept(request, invitation: Invitation, *, token: str):
     return redirect("overview")
 
 
-def _invitation_sign_up(request, invitation: Invitation, *, token: str):
+def _invitation_sign_up(request, invitation: Invitation):
     form = InvitationSignupForm(request.POST if request.method == "POST" else None,
                                 initial={"email": invitation.email}, request=request)
     if form.is_bound and form.is_valid():
@@ -432,7 +454,7 @@ def _invitation_sign_up(request, invitation: Invitation, *, token: str):
             messages.success(request, f"Welcome, {user.get_username()}: you joined {invitation.tenant.name} as "
                                       f"{membership.get_role_display().lower()}.")
             return redirect("overview")
-    context = {"invitation": invitation, "form": form, "token": token,
+    context = {"invitation": invitation, "form": form,
                "login_url": redirect_to_login(reverse("invitation-accept"))["Location"]}
     return render(request, "tenants/invitation.html", context, status=400 if form.errors else 200)
 

@@ -202,6 +202,7 @@ def test_served_schema_is_the_generated_one(client, db):
 
 @pytest.mark.parametrize(("accept", "media_type"), [
     ("application/json", "application/json"),
+    ("application/json, text/plain, */*", "application/json"),  # axios's default: JSON first
     ("*/*", "application/vnd.oai.openapi"),
     ("", "application/vnd.oai.openapi"),
 ])

@@ -7,6 +7,7 @@ import logging
 import re
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
@@ -165,7 +166,7 @@ def test_a_signed_in_user_of_another_organisation_accepts_and_is_switched_to_it(
     assert "Signed in as <strong>nina</strong>" in html
     assert "no-cache" in page["Cache-Control"]
 
-    response = client.post("/invitations/accept/")
+    response = client.post("/invitations/accept/", {"invitation": invitation.pk})
     assert response.status_code == 302 and response["Location"] == "/"
     assert Membership.objects.get(tenant=tenant, user=nina).role == "admin"
     assert Membership.objects.get(tenant=other_tenant, user=nina).role == "owner"
@@ -214,7 +215,11 @@ def test_accepting_needs_the_csrf_token(owner, tenant):
     assert response.status_code == 403
     assert not Membership.objects.filter(user=nina).exists()
     client.get(f"/invitations/{token}/")
-    response = client.post(f"/invitations/{token}/", {"csrfmiddlewaretoken": client.cookies["csrftoken"].value})
+    invitation = Invitation.objects.get()
+    assert client.post("/invitations/accept/", {"invitation": invitation.pk}).status_code == 403
+    assert not Membership.objects.filter(user=nina).exists()
+    response = client.post("/invitations/accept/", {"invitation": invitation.pk,
+                                                    "csrfmiddlewaretoken": client.cookies["csrftoken"].value})
     assert response.status_code == 302
     assert Membership.objects.filter(tenant=tenant, user=nina).exists()
 
@@ -224,7 +229,7 @@ def test_accepting_needs_the_csrf_token(owner, tenant):
 def test_signing_in_from_the_link_comes_back_to_it(owner, tenant):
     """The link leads to /invitations/accept/, which keeps the token in the session (across signing in): the token
     is not repeated in the address bar, the sign-in link's ?next=, Referer headers or later requests' logs."""
-    _, token = invite(tenant, role=Membership.Role.ADMIN)
+    invitation, token = invite(tenant, role=Membership.Role.ADMIN)
     UserFactory(username="nina")
     client = Client()
     opened = client.get(f"/invitations/{token}/")
@@ -236,29 +241,61 @@ def test_signing_in_from_the_link_comes_back_to_it(owner, tenant):
     response = client.post(login_url, {"username": "nina", "password": PASSWORD, "next": "/invitations/accept/"})
     assert response.status_code == 302 and response["Location"] == "/invitations/accept/"
     assert ">Accept</button>" in client.get("/invitations/accept/").content.decode()
-    assert client.post("/invitations/accept/").status_code == 302
+    assert client.post("/invitations/accept/", {"invitation": invitation.pk}).status_code == 302
     assert Membership.objects.get(tenant=tenant, user__username="nina").role == "admin"
+    assert token not in str(client.session.items())  # the session kept its hash only, and no longer keeps it
     # Used: neither the session nor the link opens it again.
     assert client.get("/invitations/accept/").status_code == 404
     assert client.get(f"/invitations/{token}/").status_code == 404
 
 
-def test_the_accept_page_without_a_link_opened_first_is_not_found(owner, tenant):
-    invite(tenant)
-    assert Client().get("/invitations/accept/").status_code == 404
-    assert signed_in(UserFactory(username="nina")).post("/invitations/accept/").status_code == 404
+def test_the_accept_page_without_a_link_opened_in_this_browser_asks_to_open_it(owner, tenant):
+    """Another browser, blocked cookies, an hour gone: the link may still work, so the page says to open it (not
+    that it is invalid); nothing is accepted."""
+    invitation, token = invite(tenant)
+    response = Client().get("/invitations/accept/")
+    assert response.status_code == 404 and "Open your invitation link" in response.content.decode()
+    nina = signed_in(UserFactory(username="nina"))
+    assert nina.post("/invitations/accept/", {"invitation": invitation.pk}).status_code == 404
+    nina.get(f"/invitations/{token}/")
+    with time_machine.travel(timezone.now() + datetime.timedelta(minutes=61)):
+        assert "Open your invitation link" in nina.get("/invitations/accept/").content.decode()
+        assert nina.post("/invitations/accept/", {"invitation": invitation.pk}).status_code == 404
     assert not Membership.objects.filter(user__username="nina").exists()
+    assert Client().head(f"/invitations/{token}/").status_code == 302
 
 
-def test_signing_out_from_the_invitation_comes_back_through_the_link(owner, tenant):
-    """Signing out empties the session, and the token with it: "Not you? Sign out" returns through the link."""
+def test_accept_joins_the_invitation_on_screen_not_a_link_opened_since(owner, tenant, other_tenant):
+    """Two links in two tabs (or a site sending the browser through its own link): the Accept on screen for Alice
+    Org must not join the organisation of the link opened last."""
+    alices, alice_token = invite(tenant, role=Membership.Role.VIEWER)
+    _, bobs_token = invite(other_tenant, role=Membership.Role.OWNER)
+    client = signed_in(UserFactory(username="nina"))
+    assert "Join Alice Org" in client.get(f"/invitations/{alice_token}/", follow=True).content.decode()
+    client.get(f"/invitations/{bobs_token}/")  # the other tab
+    response = client.post("/invitations/accept/", {"invitation": alices.pk}, follow=True)
+    html = response.content.decode()
+    assert "Another invitation link was opened in this browser since" in html and "Join Bob Org" in html
+    assert not Membership.objects.filter(user__username="nina").exists()
+    anonymous = Client()
+    anonymous.get(f"/invitations/{alice_token}/")
+    anonymous.get(f"/invitations/{bobs_token}/")
+    anonymous.post("/invitations/accept/", {"invitation": alices.pk, "username": "nora", "email": "n@example.com",
+                                            "password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert not get_user_model().objects.filter(username="nora").exists()
+
+
+def test_signing_out_from_the_invitation_keeps_it_open_for_whoever_signs_in(owner, tenant):
+    """"Not you? Sign out": the link opened stays open after signing out (which empties the session), and no
+    address carries the token."""
     _, token = invite(tenant)
     client = signed_in(UserFactory(username="nina"))
     client.get(f"/invitations/{token}/")
     html = client.get("/invitations/accept/").content.decode()
-    assert f'name="next" value="/invitations/{token}/"' in html
-    response = client.post("/logout/", {"next": f"/invitations/{token}/"}, follow=True)
-    assert "Create an account" in response.content.decode()
+    assert 'name="next" value="/invitations/accept/"' in html and token not in html
+    response = client.post("/logout/", {"next": "/invitations/accept/"})
+    assert response["Location"] == "/invitations/accept/"
+    assert "Create an account" in client.get("/invitations/accept/").content.decode()
 
 
 def test_a_new_person_creates_an_account_from_the_link_and_is_signed_in_as_a_member(owner, tenant):
@@ -267,8 +304,10 @@ def test_a_new_person_creates_an_account_from_the_link_and_is_signed_in_as_a_mem
     form = client.get(f"/invitations/{token}/", follow=True).content.decode()
     assert 'value="nina@example.com"' in form  # the owner's note, as a starting value
     assert 'action="/invitations/accept/"' in form
-    response = client.post("/invitations/accept/", {"username": "nina", "email": "nina@example.com",
-                                                    "password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    invitation = Invitation.objects.get()
+    response = client.post("/invitations/accept/", {"invitation": invitation.pk, "username": "nina",
+                                                    "email": "nina@example.com", "password1": NEW_PASSWORD,
+                                                    "password2": NEW_PASSWORD})
     assert response.status_code == 302 and response["Location"] == "/"
     nina = get_user_model().objects.get(username="nina")
     assert nina.email == "nina@example.com" and nina.check_password(NEW_PASSWORD)

@@ -49,9 +49,7 @@ def test_budget_writes_refuse_extra_fields(tenant, other_tenant, admin_api):
 def test_key_creation_refuses_extra_fields(tenant, other_tenant, admin_api, scope):
     response = post(admin_api, "/v1/keys", {"name": "k", "scope": scope, **EXTRA})
     assert response.status_code == 400 and set(response.json()["error"]["fields"]) == set(EXTRA)
-    for key in ApiKey.objects.filter(name="k"):
-        assert key.tenant_id == tenant.pk and key.key_hash != "0" * 64 and key.pk != 424242
-        assert key.scope == scope and key.created_at.year > 2001
+    assert not ApiKey.objects.filter(name="k").exists()
 
 
 def test_webhook_creation_refuses_extra_fields(settings, tenant, other_tenant, admin_api):

@@ -173,7 +173,8 @@ def test_a_format_or_accept_they_do_not_answer_in_is_a_406_as_elsewhere(tenant, 
                     call(APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}", HTTP_ACCEPT="text/csv"), method, path, body)):
         assert refused.status_code == 406, refused.content
         assert (refused.json()["error"]["code"], refused["Content-Type"]) == ("not_acceptable", "application/json")
-    for accept in ("", "*/*", "application/json", "text/html,application/xhtml+xml,*/*;q=0.8"):
+    for accept in ("", "*/*", "application/json", "application/json, text/plain, */*",
+                   "text/html,application/xhtml+xml,*/*;q=0.8"):
         answered = call(APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}", HTTP_ACCEPT=accept), method, path, body)
         assert answered.status_code in (200, 202) and answered["Content-Type"] == "application/json", accept
     assert call(client, method, f"{path}{separator}format=json", body).status_code in (200, 202)

@@ -69,9 +69,13 @@ def test_same_event_id_in_two_tenants_is_two_events(tenant, other_tenant, teleme
     assert UsageEvent.objects.filter(event_id="shared").count() == 2
 
 
-def test_catalog_mode_prices_by_model_and_flags_unknown_models(tenant, telemetry_api, recording):
+@pytest.fixture
+def catalog_mode(tenant):
     tenant.cost_mode = "catalog"
     tenant.save()
+
+
+def test_catalog_mode_prices_by_model_and_flags_unknown_models(tenant, catalog_mode, telemetry_api, recording):
     post(telemetry_api, {"events": [
         {"model": "gpt-4o", "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "event_id": "known"},
         {"model": "mystery-model", "prompt_tokens": 1000, "completion_tokens": 0, "event_id": "unknown"},
@@ -146,11 +150,10 @@ def test_rfc_3339_timestamps_in_either_case_and_no_offset_as_utc(tenant, telemet
     assert UsageEvent.objects.get().timestamp == datetime.datetime(2026, 11, 20, 10, tzinfo=datetime.UTC)
 
 
-def test_a_model_name_is_trimmed_so_it_is_priced_and_counted_as_that_model(tenant, telemetry_api, recording):
+def test_a_model_name_is_trimmed_so_it_is_priced_and_counted_as_that_model(tenant, catalog_mode, telemetry_api,
+                                                                            recording):
     """"gpt-4o " was stored as sent: priced at the fallback rate, listed as a second gpt-4o, and impossible to price
     (the Pricing page trims the name it is given)."""
-    tenant.cost_mode = "catalog"
-    tenant.save()
     post(telemetry_api, {"events": [
         {"model": " gpt-4o ", "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "event_id": "spaced"},
         {"model": "gpt-4o", "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "event_id": "plain"},
