@@ -432,14 +432,10 @@ def test_the_alert_and_audit_filters_name_a_team_as_the_budget_endpoints_do(tena
         assert {alert["team"] for alert in alerts} == expected, asked
 
 
-def test_a_long_amount_string_is_refused_at_once(tenant, admin_api):
+def test_a_long_amount_string_is_refused_by_its_length(tenant, admin_api):
     """A pattern that backtracked between two runs of digits took seconds on a few thousand digits (and a body may
-    hold a megabyte): the length is checked first and the pattern is linear."""
-    import time
-
-    started = time.perf_counter()
+    hold a megabyte): the length is checked first (the pattern itself is linear)."""
     errors = field_errors(create(admin_api, monthly_budget_usd="1" * 200_000 + "x"))
-    assert time.perf_counter() - started < 2
     assert errors == {"monthly_budget_usd": ["String value too large."]}
 
 
